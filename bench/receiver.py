@@ -1,0 +1,61 @@
+"""A minimal, fast webhook receiver for hub_bench: records when each event's first webhook arrived.
+
+Run: python bench/receiver.py --port 8200
+  POST /webhook   the notifier's delivery (TaskDispatched JSON); answers 200 at once, no signature check
+  GET  /stats     {"deliveries": n, "events": distinct event ids, "primary": primary-role deliveries}
+  GET  /arrivals  {event_id: time.time() of its first webhook}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from aiohttp import web
+
+
+def create_app() -> web.Application:
+    """The receiver app; all state lives in memory."""
+    first: dict[str, float] = {}
+    counts = {"deliveries": 0, "primary": 0, "bad": 0}
+
+    async def webhook(request: web.Request) -> web.Response:
+        body = await request.read()
+        arrived = time.time()
+        counts["deliveries"] += 1
+        try:
+            task = json.loads(body)
+            event_id = str(task["event_id"])
+        except (ValueError, KeyError, TypeError):
+            counts["bad"] += 1
+            return web.Response(status=200)
+        first.setdefault(event_id, arrived)
+        if task.get("role") == "primary":
+            counts["primary"] += 1
+        return web.Response(status=200)
+
+    async def stats(_: web.Request) -> web.Response:
+        return web.json_response({**counts, "events": len(first)})
+
+    async def arrivals(_: web.Request) -> web.Response:
+        return web.json_response(first)
+
+    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app.router.add_post("/webhook", webhook)
+    app.router.add_get("/stats", stats)
+    app.router.add_get("/arrivals", arrivals)
+    return app
+
+
+def main() -> None:
+    """Parse --host/--port and serve until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8200)
+    args = parser.parse_args()
+    web.run_app(create_app(), host=args.host, port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""python -m gridhub == the gridhub command."""
+
+from gridhub.cli import main
+
+main()

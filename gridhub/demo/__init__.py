@@ -1,0 +1,1 @@
+"""Demo companions for `make up`: a unit's webhook receiver and a traffic simulator."""

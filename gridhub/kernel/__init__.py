@@ -1,0 +1,1 @@
+"""The shared kernel every service imports: settings, Kafka clients, topics, metrics, health, logs."""

@@ -1,0 +1,182 @@
+"""`gridhub up`: the whole hub on one machine, each service its own process, stopped by Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+SERVICES = ("intake", "router", "sla", "notifier", "adapters")
+PORTS = {"adapters": 8000, "intake": 8101, "router": 8102, "sla": 8103, "notifier": 8104, "receiver": 8200}
+
+
+@dataclass
+class Supervisor:
+    """Starts child processes, waits for their readiness, and stops every one of them."""
+
+    log_dir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        """Start one child with its output in log_dir/<name>.log."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / f"{name}.log").open("ab") as out:
+            # A session of its own: Ctrl-C reaches only `gridhub up`, which then stops the services
+            # before the broker they need for a clean shutdown.
+            self.procs[name] = subprocess.Popen(
+                argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+
+    def wait_ready(self, urls: dict[str, str], timeout_s: float) -> None:
+        """Poll each readiness URL until 200; raise naming the laggards."""
+        deadline = time.monotonic() + timeout_s
+        pending = dict(urls)
+        while pending and time.monotonic() < deadline:
+            for name, url in list(pending.items()):
+                proc = self.procs[name]
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url, timeout=1).status_code == 200:
+                        del pending[name]
+            time.sleep(0.2)
+        if pending:
+            raise TimeoutError(f"not ready after {timeout_s} s: {sorted(pending)}")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM every child, then SIGKILL those still running after timeout_s."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def service_env(
+    base: dict[str, str], bootstrap: str, idempotence: bool, data_dir: Path, receiver_url: str, adapters_url: str
+) -> dict[str, str]:
+    """Environment for the demo hub's children."""
+    env = dict(base)
+    env.setdefault("GRIDHUB_MODE", "dev")
+    env["KAFKA_BOOTSTRAP"] = bootstrap
+    env["GRIDHUB_KAFKA_IDEMPOTENCE"] = "true" if idempotence else "false"
+    env["GRIDHUB_DATA_DIR"] = str(data_dir)
+    env.setdefault("GRIDHUB_NOTIFIER_DEFAULT_WEBHOOK", receiver_url)
+    env.setdefault("GRIDHUB_DEMO_ADAPTERS_URL", adapters_url)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def command(*args: str) -> list[str]:
+    """argv that runs a gridhub sub-command with this interpreter."""
+    return [sys.executable, "-m", "gridhub", *args]
+
+
+def is_embedded(env: dict[str, str]) -> bool:
+    """True when no external cluster is named."""
+    return not (env.get("KAFKA_BOOTSTRAP") or env.get("GRIDHUB_KAFKA_BOOTSTRAP"))
+
+
+EXAMPLE_ORDER = (
+    '{"order_no":"DEMO-1","appeal_type":"投诉","content":"小区下水道反流",'
+    '"call_time":"2026-11-20T09:30:00+08:00","grid_code":"PA-CG-01-001"}'
+)
+
+
+def print_banner(log_dir: Path, bootstrap: str) -> None:
+    """Where to look once the hub is up."""
+    p = PORTS
+    metrics = " ".join(f":{p[name]}" for name in ("intake", "router", "sla", "notifier"))
+    print(
+        f"""
+GridHub is up (Kafka at {bootstrap}). Ctrl-C stops everything.
+
+  API docs (adapters)   http://127.0.0.1:{p["adapters"]}/docs
+  Post a work order     curl -s -X POST http://127.0.0.1:{p["adapters"]}/v1/12345/work-orders \\
+                          -H 'X-Api-Key: dev-12345-key' -H 'content-type: application/json' \\
+                          -d '{EXAMPLE_ORDER}'
+  Task clock (SLA)      http://127.0.0.1:{p["sla"]}/tasks/<task_id>
+  Metrics               http://127.0.0.1:{p["adapters"]}/metrics, and /metrics on {metrics}
+  Webhooks received     {log_dir / "receiver.jsonl"}
+  Service logs          {log_dir}/<service>.log
+""",
+        flush=True,
+    )
+
+
+def run_up(rate: float, simulate: bool, data_dir: Path, ready_timeout_s: float = 60.0) -> int:
+    """Run broker (unless KAFKA_BOOTSTRAP), topics, five services, receiver and simulator until Ctrl-C."""
+    from gridhub.broker import EmbeddedBroker
+
+    log_dir = data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    base = dict(os.environ)
+    broker = None
+    if is_embedded(base):
+        broker = EmbeddedBroker(port=int(base.get("GRIDHUB_BROKER_PORT", "9092")), log_path=log_dir / "broker.log")
+        bootstrap = broker.start()
+        idempotence = False  # Tansu has no InitProducerId
+    else:
+        bootstrap = base.get("KAFKA_BOOTSTRAP") or base["GRIDHUB_KAFKA_BOOTSTRAP"]
+        idempotence = base.get("GRIDHUB_KAFKA_IDEMPOTENCE", "true").lower() != "false"
+    receiver_url = f"http://127.0.0.1:{PORTS['receiver']}/webhook"
+    adapters_url = f"http://127.0.0.1:{PORTS['adapters']}"
+    env = service_env(base, bootstrap, idempotence, data_dir, receiver_url, adapters_url)
+    sup = Supervisor(log_dir)
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        subprocess.run(command("topics", "create"), env=env, check=True)
+        sup.spawn(
+            "receiver",
+            command(
+                "demo",
+                "receiver",
+                "--port",
+                str(PORTS["receiver"]),
+                "--log",
+                str(log_dir / "receiver.jsonl"),
+                "--act-after",
+                "6",
+            ),
+            env,
+        )
+        for name in SERVICES:
+            sup.spawn(name, command("serve", name), env)
+        sup.wait_ready({name: f"http://127.0.0.1:{PORTS[name]}/readyz" for name in SERVICES}, ready_timeout_s)
+        if simulate:
+            sup.spawn("simulator", command("demo", "simulate", "--rate", str(rate)), env)
+        print_banner(log_dir, bootstrap)
+        while not stopping:
+            for name, proc in sup.procs.items():
+                if proc.poll() is not None and name != "simulator":
+                    print(f"{name} exited with {proc.returncode}; see {log_dir / (name + '.log')}", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    except KeyboardInterrupt:
+        print("\nstopping GridHub...", flush=True)
+        return 0
+    finally:
+        sup.stop()
+        if broker is not None:
+            broker.stop()

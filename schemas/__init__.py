@@ -1,0 +1,61 @@
+"""GridHub's contract: one versioned pydantic model per topic message, and the topic catalogue."""
+
+from schemas.base import Message, new_id
+from schemas.catalogue import CATALOGUE, TopicSpec, topic_spec
+from schemas.deadletter import ReportDeadLettered
+from schemas.delivery import DeliveryOutcome, DeliveryRecorded
+from schemas.event import (
+    Attachment,
+    EventNormalised,
+    Location,
+    Reporter,
+    SourceRef,
+    Urgency,
+)
+from schemas.raw import Channel, ReportReceived
+from schemas.sla import AlertKind, Clock, SlaAlertRaised, TaskStatus, TaskStatusChanged
+from schemas.task import (
+    ClockKind,
+    ClockTerm,
+    DeadlineClass,
+    DurationUnit,
+    RoutingDecision,
+    TaskDispatched,
+    TaskRole,
+    Tier,
+)
+from schemas.update import TaskUpdated, UpdateKind
+
+__all__ = [
+    "CATALOGUE",
+    "AlertKind",
+    "Attachment",
+    "Channel",
+    "Clock",
+    "ClockKind",
+    "ClockTerm",
+    "DeadlineClass",
+    "DeliveryOutcome",
+    "DeliveryRecorded",
+    "DurationUnit",
+    "EventNormalised",
+    "Location",
+    "Message",
+    "ReportDeadLettered",
+    "ReportReceived",
+    "Reporter",
+    "RoutingDecision",
+    "SlaAlertRaised",
+    "SourceRef",
+    "TaskDispatched",
+    "TaskRole",
+    "TaskStatus",
+    "TaskStatusChanged",
+    "TaskUpdated",
+    "Tier",
+    "TopicSpec",
+    "UpdateKind",
+    "Urgency",
+    "new_id",
+    "topic_spec",
+]

@@ -1,0 +1,131 @@
+"""The topic catalogue: every topic's name, key, value model, partitions, cleanup and retention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.base import Message
+from schemas.deadletter import ReportDeadLettered
+from schemas.delivery import DeliveryRecorded
+from schemas.event import EventNormalised
+from schemas.raw import Channel, ReportReceived
+from schemas.sla import SlaAlertRaised, TaskStatusChanged
+from schemas.task import TaskDispatched
+from schemas.update import TaskUpdated
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of the hub. `name` has no deployment prefix; the kernel adds it."""
+
+    name: str
+    key: str
+    value_model: type[Message]
+    partitions: int
+    cleanup_policy: str
+    retention_ms: int
+    description: str
+
+    def config(self) -> dict[str, str]:
+        """Topic-level configs to create it with."""
+        cfg = {"cleanup.policy": self.cleanup_policy}
+        if self.cleanup_policy == "delete":
+            cfg["retention.ms"] = str(self.retention_ms)
+        return cfg
+
+
+# Topics that a stage joins on the same key share a partition count (co-partitioning):
+# the five raw topics (intake's dedupe table), tasks.dispatched + tasks.updates (SLA's clocks).
+PARTITIONS = 6
+
+RAW_TOPICS: dict[Channel, str] = {channel: f"raw.{channel.value}" for channel in Channel}
+
+CATALOGUE: tuple[TopicSpec, ...] = (
+    *(
+        TopicSpec(
+            name=RAW_TOPICS[channel],
+            key="source:source_id",
+            value_model=ReportReceived,
+            partitions=PARTITIONS,
+            cleanup_policy="delete",
+            retention_ms=90 * DAY_MS,
+            description=f"Reports as received from the {channel.value} channel, untouched, for audit and replay.",
+        )
+        for channel in Channel
+    ),
+    TopicSpec(
+        name="events.normalised",
+        key="event_id",
+        value_model=EventNormalised,
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=90 * DAY_MS,
+        description="Canonical events after validation, normalisation and deduplication.",
+    ),
+    TopicSpec(
+        name="events.deadletter",
+        key="original key",
+        value_model=ReportDeadLettered,
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=365 * DAY_MS,
+        description="Messages a stage rejected permanently, with the reason and original bytes.",
+    ),
+    TopicSpec(
+        name="tasks.dispatched",
+        key="task_id",
+        value_model=TaskDispatched,
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=365 * DAY_MS,
+        description="Tasks routed to units, one per unit and role.",
+    ),
+    TopicSpec(
+        name="tasks.updates",
+        key="task_id",
+        value_model=TaskUpdated,
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=365 * DAY_MS,
+        description="Units' updates on their tasks (accepted, contacted, resolved...).",
+    ),
+    TopicSpec(
+        name="tasks.status",
+        key="task_id",
+        value_model=TaskStatusChanged,
+        partitions=PARTITIONS,
+        cleanup_policy="compact",
+        retention_ms=-1,
+        description="The SLA service's latest view of each task (compacted).",
+    ),
+    TopicSpec(
+        name="sla.alerts",
+        key="task_id",
+        value_model=SlaAlertRaised,
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=90 * DAY_MS,
+        description="SLA warnings, overdue alerts and escalations for the notifier.",
+    ),
+    TopicSpec(
+        name="deliveries.results",
+        key="subject_id",
+        value_model=DeliveryRecorded,
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=90 * DAY_MS,
+        description="Outcome of each webhook delivery with its attempts.",
+    ),
+)
+
+_BY_NAME = {spec.name: spec for spec in CATALOGUE}
+
+
+def topic_spec(name: str) -> TopicSpec:
+    """Look a topic up by its unprefixed name; KeyError names the known ones."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown topic {name!r}; known: {sorted(_BY_NAME)}") from None

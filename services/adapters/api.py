@@ -1,0 +1,248 @@
+"""The adapters' HTTP API: 12345 work orders in, unit task updates in; each published raw to Kafka."""
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, Protocol
+
+from aiokafka.errors import KafkaError
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ConfigDict, Field
+
+from gridhub import __version__
+from gridhub.kernel.health import Health
+from gridhub.kernel.http import install_problem_handlers, ops_router, problem
+from gridhub.kernel.kafka import make_producer
+from gridhub.kernel.metrics import ServiceMetrics
+from schemas import Channel, ReportReceived, TaskUpdated, UpdateKind, new_id
+from schemas.base import AwareDatetime, UlidStr
+from schemas.catalogue import RAW_TOPICS
+from services.adapters.auth import source_key_ok, unit_for_key
+from services.adapters.settings import AdaptersSettings
+
+SERVICE = "adapters"
+ADAPTER_VERSION = f"gridhub-adapters/{__version__}"
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    """What the API needs from Kafka: send one record and wait for the broker's ack."""
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> Any: ...
+
+
+class Accepted(BaseModel):
+    """202 answer: the report is on the bus; its event id is what the citizen is told."""
+
+    event_id: str
+    source: str
+    source_id: str
+    status: str = "accepted"
+
+
+class UpdateRequest(BaseModel):
+    """A unit's update on its task."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"kind": "resolved", "note": "已疏通"}]})
+
+    kind: UpdateKind
+    occurred_at: AwareDatetime | None = Field(None, description="When it happened; now if omitted.")
+    note: str | None = Field(None, max_length=2000)
+    reason: str | None = Field(None, max_length=500, description="Required for returned and paused.")
+    satisfaction: int | None = Field(None, ge=1, le=5, description="Citizen's rating 1-5, for feedback.")
+
+
+class UpdateAccepted(BaseModel):
+    """202 answer for a task update."""
+
+    update_id: str
+    task_id: str
+    status: str = "accepted"
+
+
+class AdapterMetrics:
+    """Reports and updates counted by channel/kind and outcome."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        m = ServiceMetrics(SERVICE, registry)
+        self.reports = m.counter("reports", "Reports received, by channel and outcome.", ("channel", "outcome"))
+        self.updates = m.counter("updates", "Task updates received, by kind and outcome.", ("kind", "outcome"))
+        self.publish = m.histogram("publish", "Time to get the broker's ack for one record.")
+
+
+def create_api(
+    settings: AdaptersSettings,
+    registry: CollectorRegistry,
+    publisher_factory: Callable[[], Awaitable[Publisher]] | None = None,
+) -> FastAPI:
+    """The adapters FastAPI app; the Kafka producer starts with the app."""
+    common = settings.common
+    metrics = AdapterMetrics(registry)
+    health = Health(SERVICE)
+    state: dict[str, Any] = {}
+
+    async def default_publisher() -> Publisher:
+        producer = make_producer(common)
+        await producer.start()
+        state["stop"] = producer.stop
+        return producer  # type: ignore[no-any-return]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state["publisher"] = await (publisher_factory or default_publisher)()
+        try:
+            yield
+        finally:
+            if "stop" in state:
+                await state["stop"]()
+
+    health.add("kafka-producer", lambda: "publisher" in state)
+    app = FastAPI(
+        title="GridHub adapters",
+        version=__version__,
+        description="Inbound channels of the county command centre (12345 hotline; more channels follow) "
+        "and units' updates on their tasks. Errors are RFC 9457 problem+json.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(ops_router(registry, health))
+
+    async def publish(topic: str, key: str, value: bytes) -> Response | None:
+        started = time.perf_counter()
+        try:
+            await state["publisher"].send_and_wait(common.topic(topic), value=value, key=key.encode())
+        except KafkaError as exc:
+            log.error("publish failed", extra={"topic": topic, "error": repr(exc)})
+            return problem(503, "消息总线暂不可用，报告未被接收，请稍后重试。", headers={"Retry-After": "5"})
+        metrics.publish.observe(time.perf_counter() - started)
+        return None
+
+    async def json_object(request: Request) -> dict[str, Any] | Response:
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            return problem(413, f"请求体超过 {settings.max_body_bytes} 字节。")
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return problem(400, f"请求体不是有效的 UTF-8 JSON：{exc}")
+        if not isinstance(data, dict):
+            return problem(422, "请求体应为 JSON 对象。", errors=[{"field": "(body)", "message": "应为 JSON 对象"}])
+        return data
+
+    @app.post(
+        "/v1/12345/work-orders",
+        status_code=202,
+        response_model=Accepted,
+        tags=["12345 hotline"],
+        summary="Receive one 12345 work order (工单)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["order_no"],
+                            "properties": {"order_no": {"type": "string", "minLength": 1, "maxLength": 64}},
+                            "additionalProperties": True,
+                        }
+                    }
+                },
+            }
+        },
+        responses={401: {"description": "Missing or wrong X-Api-Key"}, 422: {"description": "Not a work order"}},
+    )
+    async def receive_work_order(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> Response:
+        """Accept a work order as the hotline sends it; intake validates it in full."""
+        channel = Channel.HOTLINE_12345
+        if not source_key_ok(settings.source_keys, channel.value, x_api_key):
+            metrics.reports.labels(channel.value, "unauthorised").inc()
+            return problem(401, "缺少或错误的 X-Api-Key。", headers={"WWW-Authenticate": "ApiKey"})
+        data = await json_object(request)
+        if isinstance(data, Response):
+            metrics.reports.labels(channel.value, "rejected").inc()
+            return data
+        order_no = data.get("order_no")
+        if not isinstance(order_no, str) or not 0 < len(order_no.strip()) <= 64:
+            metrics.reports.labels(channel.value, "rejected").inc()
+            return problem(
+                422,
+                "缺少工单编号 order_no。",
+                errors=[{"field": "order_no", "message": "必填字段缺失，应为 1-64 字的文本"}],
+            )
+        raw = ReportReceived(
+            source=channel,
+            source_id=order_no.strip(),
+            proposed_event_id=new_id(),
+            received_at=datetime.now(UTC),
+            adapter_version=ADAPTER_VERSION,
+            payload=data,
+        )
+        failure = await publish(RAW_TOPICS[channel], raw.dedupe_key, raw.to_bytes())
+        if failure:
+            metrics.reports.labels(channel.value, "unavailable").inc()
+            return failure
+        metrics.reports.labels(channel.value, "accepted").inc()
+        body = Accepted(event_id=raw.proposed_event_id, source=channel.value, source_id=raw.source_id)
+        return JSONResponse(body.model_dump(), status_code=202)
+
+    def unit_of(authorization: Annotated[str | None, Header()] = None) -> str | None:
+        token = authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None
+        return unit_for_key(settings.unit_keys, token, common.mode == "dev")
+
+    @app.post(
+        "/v1/tasks/{task_id}/updates",
+        status_code=202,
+        response_model=UpdateAccepted,
+        tags=["units"],
+        summary="A unit reports progress on its task (签收/联系/办结/回复/退回/暂停/恢复/回访)",
+        responses={401: {"description": "Missing or wrong bearer key"}},
+    )
+    async def receive_update(
+        task_id: UlidStr, update: UpdateRequest, unit: Annotated[str | None, Depends(unit_of)]
+    ) -> Response:
+        """Publish a unit's update; the SLA service refuses updates from a unit that does not hold the task."""
+        if unit is None:
+            metrics.updates.labels(update.kind.value, "unauthorised").inc()
+            return problem(
+                401, "缺少或错误的单位密钥（Authorization: Bearer ...）。", headers={"WWW-Authenticate": "Bearer"}
+            )
+        try:
+            message = TaskUpdated(
+                update_id=new_id(),
+                task_id=task_id,
+                unit_code=unit,
+                kind=update.kind,
+                occurred_at=update.occurred_at or datetime.now(UTC),
+                note=update.note,
+                reason=update.reason,
+                satisfaction=update.satisfaction,
+            )
+        except ValueError as exc:
+            metrics.updates.labels(update.kind.value, "rejected").inc()
+            return problem(422, str(exc).splitlines()[-1], errors=[{"field": "reason", "message": str(exc)}])
+        failure = await publish("tasks.updates", task_id, message.to_bytes())
+        if failure:
+            metrics.updates.labels(update.kind.value, "unavailable").inc()
+            return failure
+        metrics.updates.labels(update.kind.value, "accepted").inc()
+        return JSONResponse(UpdateAccepted(update_id=message.update_id, task_id=task_id).model_dump(), status_code=202)
+
+    return app
+
+
+def main() -> None:
+    """Entry point of `gridhub serve adapters`."""
+    import uvicorn
+
+    from gridhub.kernel.logging import configure_logging
+
+    settings = AdaptersSettings()
+    configure_logging(SERVICE, settings.common.log_level, settings.common.log_json)
+    app = create_api(settings, CollectorRegistry())
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)

@@ -1,0 +1,1 @@
+"""Intake: validates and normalises raw reports into EventNormalised, deduplicates, dead-letters."""

@@ -1,0 +1,23 @@
+"""One normaliser per channel: pure functions from ReportReceived to EventNormalised."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gridhub.kernel.errors import PermanentError
+from schemas import Channel, EventNormalised, ReportReceived
+from services.intake.channels.hotline12345 import normalise_12345
+
+Normaliser = Callable[[ReportReceived, str], EventNormalised]
+
+NORMALISERS: dict[Channel, Normaliser] = {
+    Channel.HOTLINE_12345: normalise_12345,
+}
+
+
+def normalise(raw: ReportReceived, event_id: str) -> EventNormalised:
+    """Normalise a raw report of any channel; PermanentError when it cannot be."""
+    normaliser = NORMALISERS.get(raw.source)
+    if normaliser is None:
+        raise PermanentError("unsupported-channel", f"no normaliser for channel {raw.source.value!r} yet")
+    return normaliser(raw, event_id)

@@ -1,0 +1,89 @@
+"""12345 government hotline work orders (工单) to canonical events."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gridhub.kernel.errors import PermanentError
+from gridhub.kernel.problems import describe_validation_error
+from schemas import EventNormalised, Location, Reporter, ReportReceived, SourceRef, Urgency
+from schemas.base import AwareDatetime
+
+
+class AppealType(StrEnum):
+    """诉求类型 of a 12345 work order."""
+
+    CONSULT = "咨询"
+    HELP = "求助"
+    COMPLAINT = "投诉"
+    REPORT = "举报"
+    SUGGESTION = "建议"
+
+
+class WorkOrderUrgency(StrEnum):
+    """紧急程度 as the hotline records it."""
+
+    NORMAL = "一般"
+    URGENT = "紧急"
+
+
+class WorkOrder12345(BaseModel):
+    """A 12345 work order as the hotline system sends it."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    order_no: str = Field(min_length=1, max_length=64, description="工单编号")
+    caller_name: str | None = Field(None, max_length=50, description="来电人姓名")
+    caller_phone: str | None = Field(None, max_length=30, description="来电号码")
+    appeal_type: AppealType = Field(description="诉求类型：咨询/求助/投诉/举报/建议")
+    content: str = Field(min_length=2, max_length=10_000, description="诉求内容")
+    address: str | None = Field(None, max_length=300, description="事发地址")
+    district: str | None = Field(None, max_length=50, description="所属乡镇/街道")
+    grid_code: str | None = Field(None, max_length=40, description="网格编码（如有）")
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    urgency: WorkOrderUrgency = Field(WorkOrderUrgency.NORMAL, description="紧急程度：一般/紧急")
+    call_time: AwareDatetime = Field(description="来电时间，带时区，如 2026-11-20T09:30:00+08:00")
+    category: str | None = Field(None, max_length=40, description="热线已选的事项分类（如有）")
+
+    @field_validator("caller_phone")
+    @classmethod
+    def _phone_digits(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace("-", "").replace("+", "").isdigit():
+            raise ValueError("电话号码只能包含数字、+ 和 -")
+        return value
+
+
+def _title(order: WorkOrder12345) -> str:
+    first_line = order.content.splitlines()[0]
+    return f"[{order.appeal_type.value}] {first_line[:60]}"
+
+
+def normalise_12345(raw: ReportReceived, event_id: str) -> EventNormalised:
+    """Validate a 12345 work order and build its canonical event."""
+    try:
+        order = WorkOrder12345.model_validate(raw.payload)
+    except ValidationError as exc:
+        raise PermanentError("invalid-payload", describe_validation_error(exc)) from None
+    if order.order_no != raw.source_id:
+        raise PermanentError(
+            "source-id-mismatch", f"order_no {order.order_no!r} differs from source_id {raw.source_id!r}"
+        )
+    return EventNormalised(
+        causation_id=raw.message_id,
+        event_id=event_id,
+        sources=(SourceRef(source=raw.source, source_id=raw.source_id, raw_message_id=raw.message_id),),
+        type=order.appeal_type.value,
+        title=_title(order),
+        description=order.content,
+        location=Location(
+            address=order.address, district=order.district, grid_code=order.grid_code, lat=order.lat, lon=order.lon
+        ),
+        reporter=Reporter(name=order.caller_name, phone=order.caller_phone, anonymous=order.caller_name is None),
+        reported_at=order.call_time,
+        received_at=raw.received_at,
+        urgency=Urgency.URGENT if order.urgency is WorkOrderUrgency.URGENT else Urgency.NORMAL,
+        declared_category=order.category,
+    )

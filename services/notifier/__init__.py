@@ -1,0 +1,1 @@
+"""Notifier: delivers tasks and alerts to units' webhooks, signed, retried."""

@@ -1,0 +1,1 @@
+"""SLA service: task clocks on China's working-day calendar."""

@@ -1,0 +1,166 @@
+"""The foundation slice on a real broker: HTTP in, webhook out, unit update, SLA closes the task."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from schemas import EventNormalised, ReportDeadLettered, TaskDispatched
+from tests.e2e.conftest import FAIL_FIRST_MARKER, Hub, Receiver, tail_logs
+
+pytestmark = pytest.mark.broker
+
+
+def order(order_no: str, **overrides: Any) -> dict[str, Any]:
+    """A valid 12345 work order: a sewer backing up in a Chengguan grid."""
+    return {
+        "order_no": order_no,
+        "caller_name": "张先生",
+        "caller_phone": "13912345678",
+        "appeal_type": "投诉",
+        "content": "我们小区下水道反流，污水漫到一楼楼道，味道很大，请尽快处理。",
+        "address": "城关镇东街社区幸福小区3号楼",
+        "district": "城关镇",
+        "grid_code": "PA-CG-01-001",
+        "urgency": "一般",
+        "call_time": "2026-11-20T09:30:00+08:00",
+        **overrides,
+    }
+
+
+def new_order_no() -> str:
+    """A unique work-order number."""
+    return f"E2E{uuid.uuid4().hex[:12].upper()}"
+
+
+async def post_order(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
+    """POST a work order with the dev hotline key."""
+    return await client.post("/v1/12345/work-orders", json=body, headers={"X-Api-Key": "dev-12345-key"})
+
+
+async def read_topic(hub: Hub, topic: str, match: Any, timeout_s: float = 30.0, settle_s: float = 0.0) -> list[bytes]:
+    """Values on a topic for which match(value) is true; waits for one, then `settle_s` more for any others."""
+    consumer = AIOKafkaConsumer(hub.common.topic(topic), bootstrap_servers=hub.common.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    found: list[bytes] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            found += [r.value for records in batches.values() for r in records if match(r.value)]
+            if found and settle_s:
+                deadline = min(deadline, time.monotonic() + settle_s)
+                settle_s = 0
+            elif found and not settle_s and deadline - time.monotonic() > 1 and not batches:
+                break
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def metric(hub: Hub, service: str, pattern: str) -> float:
+    """Sum of the samples of a service's /metrics lines matching a regex."""
+    async with httpx.AsyncClient(base_url=hub.url(service), timeout=5) as client:
+        text = (await client.get("/metrics")).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if re.match(pattern, line))
+
+
+async def test_work_order_becomes_tasks_delivered_and_closed_on_time(hub: Hub, receiver: Receiver) -> None:
+    async with httpx.AsyncClient(base_url=hub.url("adapters"), timeout=10) as client:
+        response = await post_order(client, order(new_order_no()))
+        assert response.status_code == 202, response.text
+        event_id = response.json()["event_id"]
+
+        deliveries = await receiver.wait_for(event_id, 2, timeout_s=60)
+        tasks = {d.body["role"]: TaskDispatched.model_validate(d.body) for d in deliveries}
+        assert tasks["primary"].unit_code == "PA-CG", tasks
+        assert tasks["co-operating"].unit_code == "PA-ZJJ"
+        primary = tasks["primary"]
+        assert primary.matter_code == "M08"
+        assert primary.deadline_class.value == "public-service"
+        assert "下水道" in primary.decision.reason
+        assert receiver.bad_signatures == 0
+
+        update = await client.post(f"/v1/tasks/{primary.task_id}/updates", json={"kind": "resolved", "note": "已疏通"},
+                                   headers={"Authorization": "Bearer dev-PA-CG"})
+        assert update.status_code == 202, update.text
+
+    async with httpx.AsyncClient(base_url=hub.url("sla"), timeout=5) as sla:
+        deadline = time.monotonic() + 30
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            got = await sla.get(f"/tasks/{primary.task_id}")
+            if got.status_code == 200 and (status := got.json())["status"] == "closed":
+                break
+            await asyncio.sleep(0.2)
+    assert status.get("status") == "closed", tail_logs(hub)
+    assert status["on_time"] is True
+    resolve = next(c for c in status["clocks"] if c["kind"] == "resolve")
+    assert "2 个工作日" in resolve["explanation"]
+
+
+async def test_update_from_another_unit_is_dead_lettered_not_applied(hub: Hub, receiver: Receiver) -> None:
+    async with httpx.AsyncClient(base_url=hub.url("adapters"), timeout=10) as client:
+        event_id = (await post_order(client, order(new_order_no()))).json()["event_id"]
+        primary = next(d.body for d in await receiver.wait_for(event_id, 2) if d.body["role"] == "primary")
+        wrong = await client.post(f"/v1/tasks/{primary['task_id']}/updates", json={"kind": "resolved"},
+                                  headers={"Authorization": "Bearer dev-PA-HX"})
+        assert wrong.status_code == 202
+    dead = await read_topic(hub, "events.deadletter", lambda v: primary["task_id"].encode() in v
+                            and b"not-task-owner" in v)
+    record = ReportDeadLettered.model_validate_json(dead[0])
+    assert record.stage == "sla" and "PA-HX" in record.detail
+
+
+async def test_invalid_work_order_is_dead_lettered_with_reason(hub: Hub) -> None:
+    order_no = new_order_no()
+    async with httpx.AsyncClient(base_url=hub.url("adapters"), timeout=10) as client:
+        response = await post_order(client, order(order_no, appeal_type="抱怨", call_time="2026-11-20 09:30"))
+    assert response.status_code == 202
+    dead = await read_topic(hub, "events.deadletter", lambda v: f'"12345:{order_no}"'.encode() in v)
+    record = ReportDeadLettered.model_validate_json(dead[0])
+    assert record.stage == "intake"
+    assert record.reason == "invalid-payload"
+    assert "appeal_type" in record.detail and "call_time" in record.detail
+    assert order_no in base64.b64decode(record.original_value).decode()
+
+
+async def test_same_work_order_twice_yields_one_event(hub: Hub) -> None:
+    order_no = new_order_no()
+    before = await metric(hub, "intake", r'gridhub_intake_events_total\{channel="12345",outcome="duplicate"\}')
+    async with httpx.AsyncClient(base_url=hub.url("adapters"), timeout=10) as client:
+        first = await post_order(client, order(order_no))
+        second = await post_order(client, order(order_no))
+    assert first.status_code == second.status_code == 202
+    deadline = time.monotonic() + 30
+    while await metric(hub, "intake", r'gridhub_intake_events_total\{channel="12345",outcome="duplicate"\}') <= before:
+        assert time.monotonic() < deadline, "intake never reported the duplicate"
+        await asyncio.sleep(0.2)
+    events = await read_topic(hub, "events.normalised", lambda v: order_no.encode() in v, settle_s=1.0)
+    assert len(events) == 1
+    assert EventNormalised.model_validate_json(events[0]).event_id == first.json()["event_id"]
+
+
+async def test_failed_delivery_is_retried_with_the_same_webhook_id(hub: Hub, receiver: Receiver) -> None:
+    content = f"小区门口水管爆管，路面积水。{FAIL_FIRST_MARKER}"
+    async with httpx.AsyncClient(base_url=hub.url("adapters"), timeout=10) as client:
+        event_id = (await post_order(client, order(new_order_no(), content=content))).json()["event_id"]
+    delivered = await receiver.wait_for(event_id, 2)
+    for delivery in delivered:
+        attempts = [d for d in receiver.deliveries if d.webhook_id == delivery.webhook_id]
+        assert [a.status for a in attempts] == [503, 200]
+
+
+def test_hub_started_within_budget(hub: Hub) -> None:
+    # Five processes on two cores; each Faust worker joins its group in ~3 s on Tansu (6 s session).
+    print(f"hub ready in {hub.started_in_s:.1f} s")
+    assert hub.started_in_s < 60
