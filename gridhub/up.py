@@ -140,10 +140,14 @@ def run_up(rate: float, simulate: bool, data_dir: Path, ready_timeout_s: float =
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if stopping:
+            return  # a second Ctrl-C must not interrupt the orderly stop below
         stopping = True
         raise KeyboardInterrupt
 
+    # Explicitly, for SIGINT too: a shell starts background jobs with SIGINT ignored, and Python keeps that.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         subprocess.run(command("topics", "create"), env=env, check=True)
         sup.spawn(

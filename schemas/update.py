@@ -22,6 +22,21 @@ class UpdateKind(StrEnum):
     FEEDBACK = "feedback"
 
 
+# Fields an update of a kind cannot do without (a return or pause needs its reason, feedback its rating).
+REQUIRED_FIELDS: dict[UpdateKind, str] = {
+    UpdateKind.RETURNED: "reason",
+    UpdateKind.PAUSED: "reason",
+    UpdateKind.FEEDBACK: "satisfaction",
+}
+
+
+def missing_required_field(kind: UpdateKind, reason: str | None, satisfaction: int | None) -> str | None:
+    """The field an update of this kind lacks, or None."""
+    field = REQUIRED_FIELDS.get(kind)
+    value = {"reason": reason, "satisfaction": satisfaction}.get(field or "")
+    return field if field and value in (None, "") else None
+
+
 class TaskUpdated(Message):
     """A unit's report on one of its tasks."""
 
@@ -36,8 +51,6 @@ class TaskUpdated(Message):
 
     @model_validator(mode="after")
     def _kind_needs_fields(self) -> TaskUpdated:
-        if self.kind in (UpdateKind.RETURNED, UpdateKind.PAUSED) and not self.reason:
-            raise ValueError(f"{self.kind.value} needs a reason")
-        if self.kind is UpdateKind.FEEDBACK and self.satisfaction is None:
-            raise ValueError("feedback needs a satisfaction rating 1-5")
+        if field := missing_required_field(self.kind, self.reason, self.satisfaction):
+            raise ValueError(f"{self.kind.value} needs a {field}")
         return self

@@ -22,10 +22,12 @@ from gridhub.kernel.metrics import ServiceMetrics
 from schemas import Channel, ReportReceived, TaskUpdated, UpdateKind, new_id
 from schemas.base import AwareDatetime, UlidStr
 from schemas.catalogue import RAW_TOPICS
+from schemas.update import missing_required_field
 from services.adapters.auth import source_key_ok, unit_for_key
 from services.adapters.settings import AdaptersSettings
 
 SERVICE = "adapters"
+FIELD_NEEDED_ZH = {"reason": "退回或暂停须说明原因", "satisfaction": "回访评价须给出 1-5 分满意度"}
 ADAPTER_VERSION = f"gridhub-adapters/{__version__}"
 log = logging.getLogger(__name__)
 
@@ -212,20 +214,24 @@ def create_api(
             return problem(
                 401, "缺少或错误的单位密钥（Authorization: Bearer ...）。", headers={"WWW-Authenticate": "Bearer"}
             )
-        try:
-            message = TaskUpdated(
-                update_id=new_id(),
-                task_id=task_id,
-                unit_code=unit,
-                kind=update.kind,
-                occurred_at=update.occurred_at or datetime.now(UTC),
-                note=update.note,
-                reason=update.reason,
-                satisfaction=update.satisfaction,
-            )
-        except ValueError as exc:
+        if field := missing_required_field(update.kind, update.reason, update.satisfaction):
             metrics.updates.labels(update.kind.value, "rejected").inc()
-            return problem(422, str(exc).splitlines()[-1], errors=[{"field": "reason", "message": str(exc)}])
+            zh = FIELD_NEEDED_ZH[field]
+            return problem(
+                422,
+                f"{update.kind.value} 需要填写 {field}（{zh}）。",
+                errors=[{"field": field, "message": f"{update.kind.value} needs a {field}：{zh}"}],
+            )
+        message = TaskUpdated(
+            update_id=new_id(),
+            task_id=task_id,
+            unit_code=unit,
+            kind=update.kind,
+            occurred_at=update.occurred_at or datetime.now(UTC),
+            note=update.note,
+            reason=update.reason,
+            satisfaction=update.satisfaction,
+        )
         failure = await publish("tasks.updates", task_id, message.to_bytes())
         if failure:
             metrics.updates.labels(update.kind.value, "unavailable").inc()

@@ -165,7 +165,7 @@ def decide(event: EventNormalised, duty: DutyList) -> Decision:
 def task_id_for(event_id: str, unit_code: str, role: TaskRole) -> str:
     """A task id that is the same every time the same event is routed to the same unit and role."""
     # Deterministic so a replayed event yields the same task (and the same webhook-id downstream).
-    timestamp_ms = int(ULID.from_str(event_id).timestamp * 1000)
+    timestamp_ms = ULID.from_str(event_id).milliseconds  # integer ms: float seconds lose 1 ms past 2038
     digest = hashlib.sha256(f"{event_id}|{unit_code}|{role.value}".encode()).digest()[:10]
     return str(ULID.from_bytes(timestamp_ms.to_bytes(6, "big") + digest))
 

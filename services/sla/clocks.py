@@ -12,6 +12,7 @@ from services.sla.calendar import WorkingCalendar
 from services.sla.deadlines import compute_clocks
 
 TERMINAL = {TaskStatus.CLOSED, TaskStatus.RETURNED}
+AFTER_CLOSE = {UpdateKind.REPLIED, UpdateKind.FEEDBACK}
 
 
 class TaskClockState(BaseModel):
@@ -53,7 +54,8 @@ def apply_update(state: TaskClockState, update: TaskUpdated) -> TaskClockState:
         return state
     if update.unit_code != state.unit_code:
         raise PermanentError("not-task-owner", f"unit {update.unit_code} does not hold task {state.task_id}")
-    if state.status in TERMINAL and update.kind is not UpdateKind.FEEDBACK:
+    # The "131" rule's reply (回复) and the citizen's rating (回访) come after 办结.
+    if state.status in TERMINAL and update.kind not in AFTER_CLOSE:
         raise PermanentError(
             "task-finished", f"task {state.task_id} is {state.status.value}; {update.kind.value} refused"
         )

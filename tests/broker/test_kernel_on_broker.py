@@ -33,8 +33,15 @@ async def test_topics_create_is_idempotent(broker: Broker) -> None:
 async def test_message_round_trips_through_kernel_clients(broker: Broker) -> None:
     common = settings_for(broker, f"k{uuid.uuid4().hex[:8]}.")
     await create_topics(common)
-    update = TaskUpdated(update_id=new_id(), task_id=new_id(), unit_code="PA-CG", kind=UpdateKind.FEEDBACK,
-                         occurred_at="2026-11-20T10:00:00+08:00", note="群众表示满意，已回访", satisfaction=5)
+    update = TaskUpdated(
+        update_id=new_id(),
+        task_id=new_id(),
+        unit_code="PA-CG",
+        kind=UpdateKind.FEEDBACK,
+        occurred_at="2026-11-20T10:00:00+08:00",
+        note="群众表示满意，已回访",
+        satisfaction=5,
+    )
     producer = make_producer(common)
     await producer.start()
     try:

@@ -122,29 +122,34 @@ class Hub:
 def hub_env(broker: Broker, prefix: str, ports: dict[str, int], data_dir: Path, receiver_url: str) -> dict[str, str]:
     """Environment for the hub's processes in a test session."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDHUB_")}
-    env.update({
-        "KAFKA_BOOTSTRAP": broker.bootstrap,
-        "GRIDHUB_KAFKA_IDEMPOTENCE": str(broker.idempotence).lower(),
-        "GRIDHUB_TOPIC_PREFIX": prefix,
-        "GRIDHUB_MODE": "dev",
-        "GRIDHUB_DATA_DIR": str(data_dir),
-        "GRIDHUB_LOG_LEVEL": "INFO",
-        "GRIDHUB_NOTIFIER_DEFAULT_WEBHOOK": receiver_url,
-        "GRIDHUB_NOTIFIER_RETRY_SCHEDULE_S": "[0.2, 0.5, 1.0]",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP": broker.bootstrap,
+            "GRIDHUB_KAFKA_IDEMPOTENCE": str(broker.idempotence).lower(),
+            "GRIDHUB_TOPIC_PREFIX": prefix,
+            "GRIDHUB_MODE": "dev",
+            "GRIDHUB_DATA_DIR": str(data_dir),
+            "GRIDHUB_LOG_LEVEL": "INFO",
+            "GRIDHUB_NOTIFIER_DEFAULT_WEBHOOK": receiver_url,
+            "GRIDHUB_NOTIFIER_RETRY_SCHEDULE_S": "[0.2, 0.5, 1.0]",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update({f"GRIDHUB_{name.upper()}_PORT": str(port) for name, port in ports.items()})
     return env
 
 
 @pytest.fixture(scope="session")
-def hub(broker: Broker, topic_prefix: str, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+def hub(
+    broker: Broker, topic_prefix: str, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hub]:
     """Topics created, then the five services started as processes and ready."""
     data_dir = tmp_path_factory.mktemp("hub")
     ports = {name: free_port() for name in SERVICES}
     env = hub_env(broker, topic_prefix, ports, data_dir, receiver.url)
-    common = CommonSettings(kafka_bootstrap=broker.bootstrap, kafka_idempotence=broker.idempotence,
-                            topic_prefix=topic_prefix)
+    common = CommonSettings(
+        kafka_bootstrap=broker.bootstrap, kafka_idempotence=broker.idempotence, topic_prefix=topic_prefix
+    )
     asyncio.run(create_topics(common))
     sup = Supervisor(data_dir / "logs")
     started = time.monotonic()
@@ -163,7 +168,9 @@ def hub(broker: Broker, topic_prefix: str, receiver: Receiver, tmp_path_factory:
 
 def tail_logs(hub: Hub) -> str:
     """The end of every service log, for a failing assertion's message."""
-    return "\n".join(f"== {p.name}\n{p.read_text('utf-8', 'replace')[-2000:]}" for p in sorted(hub.log_dir.glob("*.log")))
+    return "\n".join(
+        f"== {p.name}\n{p.read_text('utf-8', 'replace')[-2000:]}" for p in sorted(hub.log_dir.glob("*.log"))
+    )
 
 
 def dumps(value: Any) -> str:

@@ -48,8 +48,12 @@ async def post_order(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.R
 
 async def read_topic(hub: Hub, topic: str, match: Any, timeout_s: float = 30.0, settle_s: float = 0.0) -> list[bytes]:
     """Values on a topic for which match(value) is true; waits for one, then `settle_s` more for any others."""
-    consumer = AIOKafkaConsumer(hub.common.topic(topic), bootstrap_servers=hub.common.kafka_bootstrap,
-                                group_id=None, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        hub.common.topic(topic),
+        bootstrap_servers=hub.common.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     found: list[bytes] = []
     try:
@@ -90,8 +94,11 @@ async def test_work_order_becomes_tasks_delivered_and_closed_on_time(hub: Hub, r
         assert "下水道" in primary.decision.reason
         assert receiver.bad_signatures == 0
 
-        update = await client.post(f"/v1/tasks/{primary.task_id}/updates", json={"kind": "resolved", "note": "已疏通"},
-                                   headers={"Authorization": "Bearer dev-PA-CG"})
+        update = await client.post(
+            f"/v1/tasks/{primary.task_id}/updates",
+            json={"kind": "resolved", "note": "已疏通"},
+            headers={"Authorization": "Bearer dev-PA-CG"},
+        )
         assert update.status_code == 202, update.text
 
     async with httpx.AsyncClient(base_url=hub.url("sla"), timeout=5) as sla:
@@ -112,11 +119,15 @@ async def test_update_from_another_unit_is_dead_lettered_not_applied(hub: Hub, r
     async with httpx.AsyncClient(base_url=hub.url("adapters"), timeout=10) as client:
         event_id = (await post_order(client, order(new_order_no()))).json()["event_id"]
         primary = next(d.body for d in await receiver.wait_for(event_id, 2) if d.body["role"] == "primary")
-        wrong = await client.post(f"/v1/tasks/{primary['task_id']}/updates", json={"kind": "resolved"},
-                                  headers={"Authorization": "Bearer dev-PA-HX"})
+        wrong = await client.post(
+            f"/v1/tasks/{primary['task_id']}/updates",
+            json={"kind": "resolved"},
+            headers={"Authorization": "Bearer dev-PA-HX"},
+        )
         assert wrong.status_code == 202
-    dead = await read_topic(hub, "events.deadletter", lambda v: primary["task_id"].encode() in v
-                            and b"not-task-owner" in v)
+    dead = await read_topic(
+        hub, "events.deadletter", lambda v: primary["task_id"].encode() in v and b"not-task-owner" in v
+    )
     record = ReportDeadLettered.model_validate_json(dead[0])
     assert record.stage == "sla" and "PA-HX" in record.detail
 

@@ -293,12 +293,6 @@ def test_task_id_pinned_value() -> None:
     assert task_id_for(EVENT_ID, "PA-CG", TaskRole.PRIMARY) == "01KAFZ0M3DY89XFXAKDNGGSZDK"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: services/router/decide.py task_id_for rebuilds the timestamp as "
-    "int(ULID.timestamp * 1000) through float seconds, which truncates 1 ms too low for many "
-    "event ULIDs from 2038 on (e.g. ms 2147483920364)",
-)
 def test_task_id_keeps_exact_timestamp_after_2038() -> None:
     event_id = str(ULID.from_bytes((2147483920364).to_bytes(6, "big") + bytes(range(10))))
     assert ULID.from_str(event_id).milliseconds == 2147483920364

@@ -245,12 +245,6 @@ def test_naive_received_at_cannot_start_clocks(task: TaskDispatched) -> None:
         start_clocks(naive, CAL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: services/sla/clocks.py apply_update moves RESOLVED straight to the terminal CLOSED status, "
-    "so the 回复 (replied) update that the '131' rule expects after 办结 is refused as task-finished "
-    "and replied_at can never be recorded",
-)
 def test_reply_after_resolving_is_recorded(opened: TaskClockState) -> None:
     closed = run(opened, (UpdateKind.RESOLVED, sh(10, 8, 15)))
     replied = apply_update(closed, update(closed, UpdateKind.REPLIED, sh(10, 8, 17)))

@@ -1,0 +1,340 @@
+"""Adapters HTTP API against an in-memory publisher: work orders and task updates in, raw records out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from ulid import ULID
+
+from gridhub.kernel.settings import CommonSettings
+from schemas import Channel, ReportReceived, TaskUpdated, UpdateKind
+from services.adapters.api import ADAPTER_VERSION, create_api
+from services.adapters.settings import AdaptersSettings
+
+API_KEY = "test-12345-key"
+TASK_ID = "01KAFZ0M3DY89XFXAKDNGGSZDK"
+CST = timezone(timedelta(hours=8))
+PROBLEM = "application/problem+json"
+
+ORDER = {
+    "order_no": "GD-2026-1120-00421",
+    "caller_name": "王秀兰",
+    "caller_phone": "13837124567",
+    "appeal_type": "投诉",
+    "content": "幸福里小区3号楼下水道反流，污水漫到单元门口，已经三天没人处理。",
+    "address": "平安县城关镇东街幸福里小区3号楼",
+    "grid_code": "PA-CG-01-001",
+    "urgency": "紧急",
+    "call_time": "2026-11-20T09:30:00+08:00",
+    "extra": {"坐席": "12号", "录音": None},
+}
+
+
+class FakePublisher:
+    """Records (topic, key, value); raises `error` when set."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes]] = []
+        self.error: Exception | None = None
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.records.append((topic, key, value))
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GRIDHUB_MODE", "GRIDHUB_TOPIC_PREFIX", "GRIDHUB_ADAPTERS_SOURCE_KEYS",
+                 "GRIDHUB_ADAPTERS_UNIT_KEYS", "GRIDHUB_ADAPTERS_MAX_BODY_BYTES", "GRIDHUB_KAFKA_REPLICATION_FACTOR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture()
+def publisher() -> FakePublisher:
+    return FakePublisher()
+
+
+@pytest.fixture()
+def app(publisher: FakePublisher) -> FastAPI:
+    settings = AdaptersSettings(
+        common=CommonSettings(mode="dev", topic_prefix="gridhub."),
+        source_keys={"12345": API_KEY},
+        unit_keys={},
+        max_body_bytes=4096,
+    )
+
+    async def factory() -> FakePublisher:
+        return publisher
+
+    return create_api(settings, CollectorRegistry(), publisher_factory=factory)
+
+
+@pytest.fixture()
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://adapters.test"
+    ) as c:
+        yield c
+
+
+async def post_order(client: httpx.AsyncClient, body: Any = ORDER, key: str | None = API_KEY,
+                     raw: bytes | None = None) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["x-api-key"] = key
+    content = raw if raw is not None else json.dumps(body, ensure_ascii=False).encode()
+    return await client.post("/v1/12345/work-orders", content=content, headers=headers)
+
+
+def assert_problem(response: httpx.Response, status: int, title: str) -> dict[str, Any]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = response.json()
+    assert body["type"] == "about:blank"
+    assert body["status"] == status
+    assert body["title"] == title
+    return body
+
+
+async def test_work_order_published_raw(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    before = datetime.now(UTC)
+    response = await post_order(client)
+
+    assert response.status_code == 202
+    answer = response.json()
+    assert set(answer) == {"event_id", "source", "source_id", "status"}
+    assert answer["source"] == "12345"
+    assert answer["source_id"] == "GD-2026-1120-00421"
+    assert answer["status"] == "accepted"
+    assert str(ULID.from_str(answer["event_id"])) == answer["event_id"]
+
+    assert len(publisher.records) == 1
+    topic, key, value = publisher.records[0]
+    assert topic == "gridhub.raw.12345"
+    assert key == b"12345:GD-2026-1120-00421"
+    raw = ReportReceived.model_validate_json(value)
+    assert raw.source is Channel.HOTLINE_12345
+    assert raw.source_id == "GD-2026-1120-00421"
+    assert raw.proposed_event_id == answer["event_id"]
+    assert raw.payload == ORDER
+    assert raw.adapter_version == ADAPTER_VERSION == "gridhub-adapters/0.1.0"
+    assert raw.content_type == "application/json"
+    assert before <= raw.received_at <= datetime.now(UTC)
+    # Chinese kept as UTF-8 on the wire, not \\u escapes
+    assert "下水道反流".encode() in value
+
+
+async def test_order_no_is_stripped_for_key_but_payload_untouched(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    response = await post_order(client, {**ORDER, "order_no": "  GD-2026-1120-00422 "})
+    assert response.status_code == 202
+    assert response.json()["source_id"] == "GD-2026-1120-00422"
+    _topic, key, value = publisher.records[0]
+    assert key == b"12345:GD-2026-1120-00422"
+    assert ReportReceived.model_validate_json(value).payload["order_no"] == "  GD-2026-1120-00422 "
+
+
+@pytest.mark.parametrize("key", [None, "wrong-key", ""])
+async def test_missing_or_wrong_api_key(client: httpx.AsyncClient, publisher: FakePublisher, key: str | None) -> None:
+    response = await post_order(client, key=key)
+    body = assert_problem(response, 401, "未认证：缺少或错误的密钥")
+    assert body["detail"] == "缺少或错误的 X-Api-Key。"
+    assert response.headers["www-authenticate"] == "ApiKey"
+    assert publisher.records == []
+
+
+async def test_non_json_is_400(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    response = await post_order(client, raw="工单编号=GD-2026-1120-00421".encode())
+    body = assert_problem(response, 400, "请求无效")
+    assert body["detail"].startswith("请求体不是有效的 UTF-8 JSON：")
+    assert publisher.records == []
+
+
+async def test_non_utf8_is_400(client: httpx.AsyncClient) -> None:
+    response = await post_order(client, raw=json.dumps(ORDER, ensure_ascii=False).encode("gbk"))
+    assert_problem(response, 400, "请求无效")
+
+
+async def test_json_array_is_422(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    response = await post_order(client, [ORDER])
+    body = assert_problem(response, 422, "请求内容校验未通过")
+    assert body["detail"] == "请求体应为 JSON 对象。"
+    assert body["errors"] == [{"field": "(body)", "message": "应为 JSON 对象"}]
+    assert publisher.records == []
+
+
+@pytest.mark.parametrize("order_no", [..., "", "   ", 20261120421, "G" * 65])
+async def test_missing_or_bad_order_no_is_422(
+    client: httpx.AsyncClient, publisher: FakePublisher, order_no: object
+) -> None:
+    body = {k: v for k, v in ORDER.items() if k != "order_no"}
+    if order_no is not ...:
+        body["order_no"] = order_no
+    problem = assert_problem(await post_order(client, body), 422, "请求内容校验未通过")
+    assert problem["detail"] == "缺少工单编号 order_no。"
+    assert problem["errors"][0]["field"] == "order_no"
+    assert publisher.records == []
+
+
+async def test_body_too_large_is_413(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    big = {**ORDER, "content": "物业费涨价，" * 800}
+    body = assert_problem(await post_order(client, big), 413, "请求体过大")
+    assert body["detail"] == "请求体超过 4096 字节。"
+    assert publisher.records == []
+
+
+async def test_kafka_timeout_is_503_with_retry_after(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    publisher.error = KafkaTimeoutError()
+    response = await post_order(client)
+    body = assert_problem(response, 503, "服务暂不可用，请稍后重试")
+    assert body["detail"] == "消息总线暂不可用，报告未被接收，请稍后重试。"
+    assert response.headers["retry-after"] == "5"
+
+
+async def test_task_update_published(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    response = await client.post(
+        f"/v1/tasks/{TASK_ID}/updates",
+        json={"kind": "resolved", "note": "已疏通下水道，住户确认不再反流", "occurred_at": "2026-11-21T16:20:00+08:00"},
+        headers={"Authorization": "Bearer dev-PA-CG"},
+    )
+    assert response.status_code == 202
+    answer = response.json()
+    assert answer["task_id"] == TASK_ID
+    assert answer["status"] == "accepted"
+
+    assert len(publisher.records) == 1
+    topic, key, value = publisher.records[0]
+    assert topic == "gridhub.tasks.updates"
+    assert key == TASK_ID.encode()
+    update = TaskUpdated.model_validate_json(value)
+    assert update.update_id == answer["update_id"]
+    assert update.task_id == TASK_ID
+    assert update.unit_code == "PA-CG"
+    assert update.kind is UpdateKind.RESOLVED
+    assert update.note == "已疏通下水道，住户确认不再反流"
+    assert update.occurred_at == datetime(2026, 11, 21, 16, 20, tzinfo=CST)
+
+
+async def test_task_update_without_time_uses_now(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    before = datetime.now(UTC)
+    response = await client.post(
+        f"/v1/tasks/{TASK_ID}/updates", json={"kind": "accepted"}, headers={"Authorization": "bearer dev-PA-HX"}
+    )
+    assert response.status_code == 202
+    update = TaskUpdated.model_validate_json(publisher.records[0][2])
+    assert update.unit_code == "PA-HX"
+    assert before <= update.occurred_at <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer ", "Basic dev-PA-CG", "Bearer dev-"])
+async def test_task_update_without_bearer_is_401(
+    client: httpx.AsyncClient, publisher: FakePublisher, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    response = await client.post(f"/v1/tasks/{TASK_ID}/updates", json={"kind": "accepted"}, headers=headers)
+    body = assert_problem(response, 401, "未认证：缺少或错误的密钥")
+    assert body["detail"] == "缺少或错误的单位密钥（Authorization: Bearer ...）。"
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert publisher.records == []
+
+
+async def test_returned_without_reason_is_422(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    response = await client.post(
+        f"/v1/tasks/{TASK_ID}/updates", json={"kind": "returned"}, headers={"Authorization": "Bearer dev-PA-CG"}
+    )
+    body = assert_problem(response, 422, "请求内容校验未通过")
+    assert body["errors"][0]["field"] == "reason"
+    assert "returned needs a reason" in body["errors"][0]["message"]
+    assert publisher.records == []
+
+
+async def test_returned_without_reason_detail_names_the_problem(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        f"/v1/tasks/{TASK_ID}/updates", json={"kind": "returned"}, headers={"Authorization": "Bearer dev-PA-CG"}
+    )
+    detail = response.json()["detail"]
+    assert "reason" in detail
+    assert "errors.pydantic.dev" not in detail
+
+
+async def test_feedback_without_satisfaction_names_satisfaction(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        f"/v1/tasks/{TASK_ID}/updates", json={"kind": "feedback"}, headers={"Authorization": "Bearer dev-PA-CG"}
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "satisfaction"
+
+
+async def test_feedback_with_satisfaction_is_accepted(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    response = await client.post(
+        f"/v1/tasks/{TASK_ID}/updates", json={"kind": "feedback", "satisfaction": 5, "note": "群众表示满意"},
+        headers={"Authorization": "Bearer dev-PA-CG"},
+    )
+    assert response.status_code == 202
+    assert TaskUpdated.model_validate_json(publisher.records[0][2]).satisfaction == 5
+
+
+@pytest.mark.parametrize("task_id", ["GD-2026-1120-00421", "01KAFZ0M3DY89XFXAKDNGGSZD", "01KAFZ0M3DY89XFXAKDNGGSZDU"])
+async def test_bad_task_id_is_422(client: httpx.AsyncClient, publisher: FakePublisher, task_id: str) -> None:
+    response = await client.post(
+        f"/v1/tasks/{task_id}/updates", json={"kind": "accepted"}, headers={"Authorization": "Bearer dev-PA-CG"}
+    )
+    body = assert_problem(response, 422, "请求内容校验未通过")
+    assert body["errors"][0]["field"] == "path.task_id"
+    assert publisher.records == []
+
+
+async def test_unknown_kind_and_naive_time_are_422(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    auth = {"Authorization": "Bearer dev-PA-CG"}
+    r1 = await client.post(f"/v1/tasks/{TASK_ID}/updates", json={"kind": "已办结"}, headers=auth)
+    assert_problem(r1, 422, "请求内容校验未通过")
+    assert r1.json()["errors"][0]["field"] == "kind"
+    r2 = await client.post(
+        f"/v1/tasks/{TASK_ID}/updates", json={"kind": "accepted", "occurred_at": "2026-11-21T16:20:00"}, headers=auth
+    )
+    assert_problem(r2, 422, "请求内容校验未通过")
+    assert r2.json()["errors"][0]["field"] == "occurred_at"
+    assert publisher.records == []
+
+
+async def test_task_update_publish_failure_is_503(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    publisher.error = KafkaTimeoutError()
+    response = await client.post(
+        f"/v1/tasks/{TASK_ID}/updates", json={"kind": "accepted"}, headers={"Authorization": "Bearer dev-PA-CG"}
+    )
+    assert_problem(response, 503, "服务暂不可用，请稍后重试")
+    assert response.headers["retry-after"] == "5"
+
+
+async def test_healthz_readyz_and_metrics(client: httpx.AsyncClient) -> None:
+    health = await client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "service": "adapters"}
+
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "checks": {"kafka-producer": True}, "service": "adapters"}
+
+    await post_order(client)
+    await post_order(client, key="wrong-key")
+    metrics = (await client.get("/metrics")).text
+    assert 'gridhub_adapters_reports_total{channel="12345",outcome="accepted"} 1.0' in metrics
+    assert 'gridhub_adapters_reports_total{channel="12345",outcome="unauthorised"} 1.0' in metrics
+    assert "gridhub_adapters_publish_seconds_count 1.0" in metrics
+
+
+async def test_readyz_before_lifespan_is_503(app: FastAPI) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://adapters.test") as c:
+        ready = await c.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {"kafka-producer": False}
