@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("intake", "router", "sla", "notifier", "adapters")
 PORTS = {"adapters": 8000, "intake": 8101, "router": 8102, "sla": 8103, "notifier": 8104, "receiver": 8200}
@@ -85,9 +87,19 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "gridhub", *args]
 
 
-def is_embedded(env: dict[str, str]) -> bool:
-    """True when no external cluster is named."""
-    return not (env.get("KAFKA_BOOTSTRAP") or env.get("GRIDHUB_KAFKA_BOOTSTRAP"))
+class UpSettings(BaseSettings):
+    """What `gridhub up` needs to know: an external cluster, or where to run the embedded broker."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDHUB_", extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "GRIDHUB_KAFKA_BOOTSTRAP")
+    )
+    kafka_idempotence: bool = True
+    broker_port: int = Field(9092, description="Port of the embedded broker.")
+    up_ports: dict[str, int] = Field(
+        default_factory=lambda: dict(PORTS), description="Ports of the services and the demo receiver."
+    )
 
 
 EXAMPLE_ORDER = (
@@ -96,9 +108,8 @@ EXAMPLE_ORDER = (
 )
 
 
-def print_banner(log_dir: Path, bootstrap: str) -> None:
+def print_banner(log_dir: Path, bootstrap: str, p: dict[str, int]) -> None:
     """Where to look once the hub is up."""
-    p = PORTS
     metrics = " ".join(f":{p[name]}" for name in ("intake", "router", "sla", "notifier"))
     print(
         f"""
@@ -123,18 +134,20 @@ def run_up(rate: float, simulate: bool, data_dir: Path, ready_timeout_s: float =
 
     log_dir = data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    base = dict(os.environ)
+    settings = UpSettings()
     broker = None
-    if is_embedded(base):
-        broker = EmbeddedBroker(port=int(base.get("GRIDHUB_BROKER_PORT", "9092")), log_path=log_dir / "broker.log")
+    if settings.kafka_bootstrap is None:
+        broker = EmbeddedBroker(port=settings.broker_port, log_path=log_dir / "broker.log")
         bootstrap = broker.start()
         idempotence = False  # Tansu has no InitProducerId
     else:
-        bootstrap = base.get("KAFKA_BOOTSTRAP") or base["GRIDHUB_KAFKA_BOOTSTRAP"]
-        idempotence = base.get("GRIDHUB_KAFKA_IDEMPOTENCE", "true").lower() != "false"
-    receiver_url = f"http://127.0.0.1:{PORTS['receiver']}/webhook"
-    adapters_url = f"http://127.0.0.1:{PORTS['adapters']}"
+        bootstrap, idempotence = settings.kafka_bootstrap, settings.kafka_idempotence
+    base = dict(os.environ)  # the children inherit the caller's environment, settings included
+    ports = {**PORTS, **settings.up_ports}
+    receiver_url = f"http://127.0.0.1:{ports['receiver']}/webhook"
+    adapters_url = f"http://127.0.0.1:{ports['adapters']}"
     env = service_env(base, bootstrap, idempotence, data_dir, receiver_url, adapters_url)
+    env.update({f"GRIDHUB_{name.upper()}_PORT": str(ports[name]) for name in SERVICES})
     sup = Supervisor(log_dir)
     stopping = False
 
@@ -156,7 +169,7 @@ def run_up(rate: float, simulate: bool, data_dir: Path, ready_timeout_s: float =
                 "demo",
                 "receiver",
                 "--port",
-                str(PORTS["receiver"]),
+                str(ports["receiver"]),
                 "--log",
                 str(log_dir / "receiver.jsonl"),
                 "--act-after",
@@ -166,10 +179,10 @@ def run_up(rate: float, simulate: bool, data_dir: Path, ready_timeout_s: float =
         )
         for name in SERVICES:
             sup.spawn(name, command("serve", name), env)
-        sup.wait_ready({name: f"http://127.0.0.1:{PORTS[name]}/readyz" for name in SERVICES}, ready_timeout_s)
+        sup.wait_ready({name: f"http://127.0.0.1:{ports[name]}/readyz" for name in SERVICES}, ready_timeout_s)
         if simulate:
-            sup.spawn("simulator", command("demo", "simulate", "--rate", str(rate)), env)
-        print_banner(log_dir, bootstrap)
+            sup.spawn("simulator", command("demo", "simulate", "--rate", str(rate), "--url", adapters_url), env)
+        print_banner(log_dir, bootstrap, ports)
         while not stopping:
             for name, proc in sup.procs.items():
                 if proc.poll() is not None and name != "simulator":

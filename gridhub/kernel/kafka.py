@@ -92,6 +92,18 @@ async def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
     """Return once the broker answers a metadata request; raise TimeoutError after timeout_s."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     last: Exception | None = None
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    # Wait for the port first: aiokafka logs an ERROR for every refused connection.
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout=2)
+        except (OSError, TimeoutError) as exc:
+            last = exc
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        break
     while asyncio.get_running_loop().time() < deadline:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
         try:
