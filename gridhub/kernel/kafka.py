@@ -24,7 +24,7 @@ def producer_options(common: CommonSettings) -> dict[str, Any]:
         "bootstrap_servers": common.kafka_bootstrap,
         "acks": "all",
         "enable_idempotence": common.kafka_idempotence,
-        "linger_ms": 5,
+        "linger_ms": common.kafka_linger_ms,
         "max_batch_size": 256 * 1024,
     }
 

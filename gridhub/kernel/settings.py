@@ -34,6 +34,10 @@ class CommonSettings(BaseSettings):
     kafka_session_timeout_s: float | None = Field(
         None, gt=0, description="Consumer group session timeout; default 6 s in dev, 45 s in prod."
     )
+    kafka_linger_ms: int = Field(5, ge=0, le=1000, description="Producer linger: batch messages for this long.")
+    kafka_fetch_max_wait_ms: int = Field(
+        100, ge=1, le=5000, description="Longest a consumer fetch waits for data (Faust's own default is 1500)."
+    )
     kafka_replication_factor: int = Field(1, ge=1, description="Replication factor for topics the hub creates.")
     topic_prefix: str = Field(
         "gridhub.", pattern=r"^[A-Za-z0-9._-]*$", description="Prefix of every topic and group id."

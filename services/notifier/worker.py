@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
+import aiohttp
 import faust
-import httpx
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -16,7 +17,7 @@ from gridhub.kernel.metrics import ServiceMetrics
 from gridhub.kernel.problems import describe_validation_error
 from gridhub.kernel.service import prepare, run_worker
 from schemas import DeliveryOutcome, DeliveryRecorded, TaskDispatched
-from services.notifier.delivery import deliver
+from services.notifier.delivery import deliver, new_session
 from services.notifier.settings import NotifierSettings
 from services.notifier.signing import secret_bytes
 
@@ -41,18 +42,22 @@ def create_app(settings: NotifierSettings, registry: CollectorRegistry) -> faust
     app = make_faust_app(SERVICE, common, web_port=settings.port, web_host=settings.host)
     metrics = NotifierMetrics(registry)
     prepare(app, SERVICE, registry)
-    client_box: list[httpx.AsyncClient] = []
+    sessions: list[aiohttp.ClientSession] = []
 
     tasks_in = app.topic(common.topic("tasks.dispatched"), key_serializer="raw", value_serializer="raw")
     results_out = app.topic(common.topic("deliveries.results"), key_serializer="raw", value_serializer="raw")
     dead_out = app.topic(common.topic("events.deadletter"), key_serializer="raw", value_serializer="raw")
 
-    def client() -> httpx.AsyncClient:
-        if not client_box:
-            limits = httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency)
-            # No redirects: a webhook that redirects could be steered to an internal address.
-            client_box.append(httpx.AsyncClient(timeout=settings.timeout_s, limits=limits, follow_redirects=False))
-        return client_box[0]
+    def session() -> aiohttp.ClientSession:
+        # Created on first use, inside the worker's running loop.
+        if not sessions:
+            sessions.append(new_session(settings.concurrency, settings.timeout_s))
+        return sessions[0]
+
+    @app.on_before_shutdown.connect
+    async def _close_session(app: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        for open_session in sessions:
+            await open_session.close()
 
     @app.agent(tasks_in, name="deliver-tasks", concurrency=settings.concurrency)
     async def deliver_tasks(stream: faust.StreamT[bytes]) -> None:
@@ -81,7 +86,7 @@ def create_app(settings: NotifierSettings, registry: CollectorRegistry) -> faust
             if url is None:
                 outcome, attempts, status, error, latency = DeliveryOutcome.NO_ENDPOINT, 0, None, "no webhook", None
             else:
-                report = await deliver(client(), url, key, webhook_id, message.value, settings.retry_schedule_s)
+                report = await deliver(session(), url, key, webhook_id, message.value, settings.retry_schedule_s)
                 outcome = DeliveryOutcome.DELIVERED if report.delivered else DeliveryOutcome.EXHAUSTED
                 attempts, status, error, latency = (
                     report.attempts,

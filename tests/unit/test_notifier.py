@@ -6,16 +6,18 @@ import base64
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-import httpx
 import pytest
+from aiohttp import web
 from pydantic import ValidationError
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from gridhub.broker import free_port
 from gridhub.kernel.settings import CommonSettings
-from services.notifier.delivery import DeliveryReport, deliver
+from services.notifier.delivery import DeliveryReport, deliver, new_session
 from services.notifier.retry import MAX_RETRY_AFTER_S, AttemptResult, next_delay, parse_retry_after
 from services.notifier.settings import DEV_SIGNING_SECRET, NotifierSettings
 from services.notifier.signing import headers, secret_bytes, sign
@@ -23,7 +25,7 @@ from services.notifier.signing import headers, secret_bytes, sign
 SECRET = "whsec_" + base64.b64encode("平安县综治中心-webhook-密钥-2026".encode()).decode()
 KEY = secret_bytes(SECRET)
 WEBHOOK_ID = "msg_01KAFZ0M3DY89XFXAKDNGGSZDK"
-URL = "https://cg.pingan.example/gridhub/hook"
+PATH = "/gridhub/hook"
 BODY = json.dumps(
     {"task_id": "01KAFZ0M3DY89XFXAKDNGGSZDK", "unit_code": "PA-CG", "title": "[投诉] 小区下水道反流"},
     ensure_ascii=False,
@@ -33,8 +35,13 @@ SCHEDULE = (1.0, 5.0, 30.0, 120.0)
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("GRIDHUB_MODE", "GRIDHUB_KAFKA_REPLICATION_FACTOR", "GRIDHUB_NOTIFIER_SIGNING_SECRET",
-                 "GRIDHUB_NOTIFIER_WEBHOOKS", "GRIDHUB_NOTIFIER_DEFAULT_WEBHOOK"):
+    for name in (
+        "GRIDHUB_MODE",
+        "GRIDHUB_KAFKA_REPLICATION_FACTOR",
+        "GRIDHUB_NOTIFIER_SIGNING_SECRET",
+        "GRIDHUB_NOTIFIER_WEBHOOKS",
+        "GRIDHUB_NOTIFIER_DEFAULT_WEBHOOK",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -76,7 +83,9 @@ def test_headers_verify_with_standardwebhooks() -> None:
     assert hdrs["webhook-timestamp"] == str(now)
     assert hdrs["content-type"] == "application/json; charset=utf-8"
     assert Webhook(SECRET).verify(BODY, hdrs) == {
-        "task_id": "01KAFZ0M3DY89XFXAKDNGGSZDK", "unit_code": "PA-CG", "title": "[投诉] 小区下水道反流",
+        "task_id": "01KAFZ0M3DY89XFXAKDNGGSZDK",
+        "unit_code": "PA-CG",
+        "title": "[投诉] 小区下水道反流",
     }
 
 
@@ -139,22 +148,44 @@ def test_gone_is_permanent_and_delivered_stops() -> None:
 # --- delivery --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One scripted answer of the fake receiver; drop=True closes the connection instead."""
+
+    status: int = 200
+    text: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request the fake receiver got."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
 class Recorder:
-    """A fake receiver that answers from a script and keeps every request."""
+    """A real local HTTP receiver that answers from a script and keeps every request."""
 
-    def __init__(self, answers: list[httpx.Response | Exception]) -> None:
+    def __init__(self, answers: list[Answer]) -> None:
         self.answers = answers
-        self.requests: list[httpx.Request] = []
+        self.requests: list[Seen] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(Seen(request.method, request.path, dict(request.headers), await request.read()))
         answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+        if answer.drop:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
+        return web.Response(status=answer.status, text=answer.text, headers=answer.headers)
 
 
-def fake_sleep() -> tuple[list[float], Callable[[float], object]]:
+def fake_sleep() -> tuple[list[float], Callable[[float], Awaitable[None]]]:
     delays: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -166,17 +197,29 @@ def fake_sleep() -> tuple[list[float], Callable[[float], object]]:
 async def run(recorder: Recorder, schedule: tuple[float, ...] = SCHEDULE) -> tuple[DeliveryReport, list[float]]:
     delays, sleep = fake_sleep()
     now = int(time.time())
-    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
-        report = await deliver(client, URL, KEY, WEBHOOK_ID, BODY, schedule, clock=lambda: now, sleep=sleep)  # type: ignore[arg-type]
+    app = web.Application()
+    app.router.add_post(PATH, recorder.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with new_session(concurrency=4, timeout_s=5) as session:
+            url = f"http://127.0.0.1:{port}{PATH}"
+            report = await deliver(session, url, KEY, WEBHOOK_ID, BODY, schedule, clock=lambda: now, sleep=sleep)
+    finally:
+        await runner.cleanup()
     return report, delays
 
 
 async def test_delivered_after_two_failures() -> None:
-    recorder = Recorder([
-        httpx.Response(500, text="内部错误"),
-        httpx.Response(503, headers={"Retry-After": "2"}, text="维护中"),
-        httpx.Response(200, json={"ok": True}),
-    ])
+    recorder = Recorder(
+        [
+            Answer(500, text="内部错误"),
+            Answer(503, headers={"Retry-After": "2"}, text="维护中"),
+            Answer(200, text='{"ok": true}'),
+        ]
+    )
     report, delays = await run(recorder)
 
     assert report.delivered is True
@@ -189,20 +232,20 @@ async def test_delivered_after_two_failures() -> None:
     assert len(recorder.requests) == 3
     assert {r.headers["webhook-id"] for r in recorder.requests} == {WEBHOOK_ID}
     for request in recorder.requests:
-        assert str(request.url) == URL
+        assert request.path == PATH
         assert request.method == "POST"
-        assert request.content == BODY
-        assert Webhook(SECRET).verify(request.content, dict(request.headers))["unit_code"] == "PA-CG"
+        assert request.body == BODY
+        assert Webhook(SECRET).verify(request.body, request.headers)["unit_code"] == "PA-CG"
 
 
 async def test_retry_after_longer_than_schedule_is_honoured() -> None:
-    recorder = Recorder([httpx.Response(429, headers={"Retry-After": "45"}), httpx.Response(202)])
+    recorder = Recorder([Answer(429, headers={"Retry-After": "45"}), Answer(202)])
     report, delays = await run(recorder)
     assert (report.delivered, report.attempts, delays) == (True, 2, [45.0])
 
 
-async def test_network_error_counts_as_attempt() -> None:
-    recorder = Recorder([httpx.ConnectError("connection refused"), httpx.Response(204)])
+async def test_dropped_connection_counts_as_attempt() -> None:
+    recorder = Recorder([Answer(drop=True), Answer(204)])
     report, delays = await run(recorder)
     assert report.delivered is True
     assert report.attempts == 2
@@ -210,27 +253,42 @@ async def test_network_error_counts_as_attempt() -> None:
 
 
 async def test_exhausted_after_schedule_plus_one_attempts() -> None:
-    recorder = Recorder([httpx.ConnectError("connection refused")])
+    recorder = Recorder([Answer(drop=True)])
     report, delays = await run(recorder)
 
     assert report.delivered is False
     assert report.attempts == len(SCHEDULE) + 1 == 5
     assert delays == list(SCHEDULE)
     assert report.last.status is None
-    assert report.last.error == "ConnectError: connection refused"
+    assert report.last.error is not None and report.last.error.startswith("ServerDisconnectedError")
     assert report.latency_ms is None
     assert len(recorder.requests) == 5
 
 
+async def test_refused_connection_is_a_failed_attempt_not_an_exception() -> None:
+    delays, sleep = fake_sleep()
+    async with new_session(concurrency=1, timeout_s=2) as session:
+        report = await deliver(session, f"http://127.0.0.1:{free_port()}/h", KEY, WEBHOOK_ID, BODY, (0.1,), sleep=sleep)
+    assert (report.delivered, report.attempts, delays) == (False, 2, [0.1])
+    assert report.last.error is not None and report.last.error.startswith("ClientConnectorError")
+
+
 async def test_exhausted_keeps_last_http_status_and_body() -> None:
-    recorder = Recorder([httpx.Response(502, text="上游网关错误")])
+    recorder = Recorder([Answer(502, text="上游网关错误")])
     report, delays = await run(recorder, schedule=(0.5,))
     assert (report.delivered, report.attempts, delays) == (False, 2, [0.5])
     assert report.last == AttemptResult(502, "上游网关错误", None)
 
 
+async def test_redirect_is_not_followed() -> None:
+    recorder = Recorder([Answer(302, headers={"Location": "http://169.254.169.254/latest/meta-data"})])
+    report, _ = await run(recorder, schedule=())
+    assert (report.delivered, report.attempts, report.last.status) == (False, 1, 302)
+    assert len(recorder.requests) == 1
+
+
 async def test_gone_stops_at_once() -> None:
-    recorder = Recorder([httpx.Response(410, text="该接口已停用")])
+    recorder = Recorder([Answer(410, text="该接口已停用")])
     report, delays = await run(recorder)
     assert report.delivered is False
     assert report.attempts == 1
@@ -245,8 +303,9 @@ async def test_gone_stops_at_once() -> None:
 
 def test_prod_refuses_dev_signing_secret() -> None:
     with pytest.raises(ValidationError, match="GRIDHUB_NOTIFIER_SIGNING_SECRET must be set to real secrets"):
-        NotifierSettings(common=CommonSettings(mode="prod", kafka_replication_factor=3),
-                         signing_secret=DEV_SIGNING_SECRET)
+        NotifierSettings(
+            common=CommonSettings(mode="prod", kafka_replication_factor=3), signing_secret=DEV_SIGNING_SECRET
+        )
 
 
 def test_prod_refuses_default_signing_secret() -> None:
