@@ -54,7 +54,7 @@ def create_app(settings: NotifierSettings, registry: CollectorRegistry) -> faust
             sessions.append(new_session(settings.concurrency, settings.timeout_s))
         return sessions[0]
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types async receivers too narrowly
     async def _close_session(app: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         for open_session in sessions:
             await open_session.close()
