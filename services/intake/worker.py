@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
-from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from gridhub.kernel.deadletter import dead_letter
 from gridhub.kernel.errors import PermanentError
 from gridhub.kernel.faust_app import make_faust_app
 from gridhub.kernel.metrics import ServiceMetrics
 from gridhub.kernel.problems import describe_validation_error
 from gridhub.kernel.service import prepare, run_worker
+from gridhub.kernel.streams import DeadLetters, bytes_topic
 from schemas import Channel, ReportReceived
 from schemas.catalogue import RAW_TOPICS
 from services.intake.channels import normalise
@@ -32,7 +30,6 @@ class IntakeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         m = ServiceMetrics(SERVICE, registry)
         self.events = m.counter("events", "Raw reports processed, by channel and outcome.", ("channel", "outcome"))
-        self.dead_letters = m.counter("dead_letters", "Reports dead-lettered, by reason.", ("reason",))
         self.processing = m.histogram("processing", "Time to normalise one report.")
 
 
@@ -43,31 +40,11 @@ def create_app(settings: IntakeSettings, registry: CollectorRegistry) -> faust.A
     metrics = IntakeMetrics(registry)
     prepare(app, SERVICE, registry)
 
-    raw_topics = app.topic(
-        *(common.topic(RAW_TOPICS[c]) for c in Channel), key_serializer="raw", value_serializer="raw"
-    )
-    events_out = app.topic(common.topic("events.normalised"), key_serializer="raw", value_serializer="raw")
-    dead_out = app.topic(common.topic("events.deadletter"), key_serializer="raw", value_serializer="raw")
+    raw_topics = bytes_topic(app, common, *(RAW_TOPICS[c] for c in Channel))
+    events_out = bytes_topic(app, common, "events.normalised")
+    dead_letters = DeadLetters(app, common, SERVICE, registry)
     # source:source_id -> event id. Raw topics are keyed by that, so each partition dedupes its own keys.
     seen = app.Table("seen-reports", default=None, key_type=bytes)
-
-    async def reject(event: Any, reason: str, detail: str, causation_id: str | None = None) -> None:
-        message = event.message
-        record = dead_letter(
-            stage=SERVICE,
-            reason=reason,
-            detail=detail,
-            topic=message.topic,
-            value=message.value,
-            key=message.key,
-            partition=message.partition,
-            offset=message.offset,
-            now=datetime.now(UTC),
-            causation_id=causation_id,
-        )
-        await dead_out.send(key=message.key, value=record.to_bytes())
-        metrics.dead_letters.labels(reason).inc()
-        log.warning("dead-lettered", extra={"reason": reason, "detail": detail, "topic": message.topic})
 
     @app.agent(raw_topics, name="normalise-reports")
     async def normalise_reports(stream: faust.StreamT[bytes]) -> None:
@@ -77,7 +54,7 @@ def create_app(settings: IntakeSettings, registry: CollectorRegistry) -> faust.A
             try:
                 raw = ReportReceived.model_validate_json(event.value)
             except ValidationError as exc:
-                await reject(event, "malformed-envelope", describe_validation_error(exc))
+                await dead_letters.event(event, "malformed-envelope", describe_validation_error(exc))
                 metrics.events.labels(channel, "dead-lettered").inc()
                 continue
             channel = raw.source.value
@@ -89,7 +66,7 @@ def create_app(settings: IntakeSettings, registry: CollectorRegistry) -> faust.A
             try:
                 normalised = normalise(raw, raw.proposed_event_id)
             except PermanentError as exc:
-                await reject(event, exc.reason, exc.detail, causation_id=raw.message_id)
+                await dead_letters.event(event, exc.reason, exc.detail, causation_id=raw.message_id)
                 metrics.events.labels(channel, "dead-lettered").inc()
                 continue
             # Send before remembering: a crash in between replays the report (a duplicate the

@@ -24,6 +24,7 @@ class DeliveryReport:
     attempts: int
     last: AttemptResult
     latency_ms: float | None
+    statuses: tuple[int | None, ...] = ()
 
 
 def new_session(concurrency: int, timeout_s: float) -> aiohttp.ClientSession:
@@ -63,13 +64,13 @@ async def deliver(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> DeliveryReport:
     """Attempt, then retry on the schedule; each attempt is signed afresh with the same webhook-id."""
-    attempts = 0
+    statuses: list[int | None] = []
     while True:
-        attempts += 1
         result, elapsed = await attempt(session, url, body, headers(key, webhook_id, int(clock()), body))
+        statuses.append(result.status)
         if result.delivered:
-            return DeliveryReport(True, attempts, result, elapsed * 1000)
-        delay = next_delay(schedule, attempts - 1, result)
+            return DeliveryReport(True, len(statuses), result, elapsed * 1000, tuple(statuses))
+        delay = next_delay(schedule, len(statuses) - 1, result)
         if delay is None:
-            return DeliveryReport(False, attempts, result, None)
+            return DeliveryReport(False, len(statuses), result, None, tuple(statuses))
         await sleep(delay)

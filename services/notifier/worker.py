@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -11,11 +12,11 @@ import faust
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from gridhub.kernel.deadletter import dead_letter
 from gridhub.kernel.faust_app import make_faust_app
 from gridhub.kernel.metrics import ServiceMetrics
 from gridhub.kernel.problems import describe_validation_error
 from gridhub.kernel.service import prepare, run_worker
+from gridhub.kernel.streams import DeadLetters, bytes_topic
 from schemas import DeliveryOutcome, DeliveryRecorded, TaskDispatched
 from services.notifier.delivery import deliver, new_session
 from services.notifier.settings import NotifierSettings
@@ -44,9 +45,9 @@ def create_app(settings: NotifierSettings, registry: CollectorRegistry) -> faust
     prepare(app, SERVICE, registry)
     sessions: list[aiohttp.ClientSession] = []
 
-    tasks_in = app.topic(common.topic("tasks.dispatched"), key_serializer="raw", value_serializer="raw")
-    results_out = app.topic(common.topic("deliveries.results"), key_serializer="raw", value_serializer="raw")
-    dead_out = app.topic(common.topic("events.deadletter"), key_serializer="raw", value_serializer="raw")
+    tasks_in = bytes_topic(app, common, "tasks.dispatched")
+    results_out = bytes_topic(app, common, "deliveries.results")
+    dead_letters = DeadLetters(app, common, SERVICE, registry)
 
     def session() -> aiohttp.ClientSession:
         # Created on first use, inside the worker's running loop.
@@ -59,74 +60,53 @@ def create_app(settings: NotifierSettings, registry: CollectorRegistry) -> faust
         for open_session in sessions:
             await open_session.close()
 
+    async def deliver_task(task: TaskDispatched, body: bytes) -> DeliveryRecorded:
+        url = settings.endpoint_for(task.unit_code)
+        # The task id is deterministic, so a replayed task keeps its webhook-id and receivers dedupe.
+        webhook_id = f"task_{task.task_id}"
+        record = partial(
+            DeliveryRecorded,
+            causation_id=task.message_id,
+            webhook_id=webhook_id,
+            subject_id=task.task_id,
+            unit_code=task.unit_code,
+            endpoint_url=url,
+        )
+        if url is None:
+            return record(
+                outcome=DeliveryOutcome.NO_ENDPOINT,
+                attempts=0,
+                last_error="no webhook configured",
+                finished_at=datetime.now(UTC),
+            )
+        report = await deliver(session(), url, key, webhook_id, body, settings.retry_schedule_s)
+        for status in report.statuses:
+            metrics.attempts.labels(f"{status // 100}xx" if status else "error").inc()
+        if report.latency_ms is not None:
+            metrics.latency.observe(report.latency_ms / 1000)
+        return record(
+            outcome=DeliveryOutcome.DELIVERED if report.delivered else DeliveryOutcome.EXHAUSTED,
+            attempts=report.attempts,
+            last_status=report.last.status,
+            last_error=report.last.error,
+            latency_ms=report.latency_ms,
+            finished_at=datetime.now(UTC),
+        )
+
     @app.agent(tasks_in, name="deliver-tasks", concurrency=settings.concurrency)
     async def deliver_tasks(stream: faust.StreamT[bytes]) -> None:
         async for item in stream.events():
-            message = item.message
             try:
-                task = TaskDispatched.model_validate_json(message.value)
+                task = TaskDispatched.model_validate_json(item.value)
             except ValidationError as exc:
-                record = dead_letter(
-                    stage=SERVICE,
-                    reason="malformed-task",
-                    detail=describe_validation_error(exc),
-                    topic=message.topic,
-                    value=message.value,
-                    key=message.key,
-                    partition=message.partition,
-                    offset=message.offset,
-                    now=datetime.now(UTC),
-                )
-                await dead_out.send(key=message.key, value=record.to_bytes())
+                await dead_letters.event(item, "malformed-task", describe_validation_error(exc))
                 continue
-            url = settings.endpoint_for(task.unit_code)
-            # The task id is deterministic, so a replayed task keeps its webhook-id and receivers dedupe.
-            webhook_id = f"task_{task.task_id}"
-            error: str | None
-            if url is None:
-                outcome, attempts, status, error, latency = DeliveryOutcome.NO_ENDPOINT, 0, None, "no webhook", None
-            else:
-                report = await deliver(session(), url, key, webhook_id, message.value, settings.retry_schedule_s)
-                outcome = DeliveryOutcome.DELIVERED if report.delivered else DeliveryOutcome.EXHAUSTED
-                attempts, status, error, latency = (
-                    report.attempts,
-                    report.last.status,
-                    report.last.error,
-                    report.latency_ms,
-                )
-                metrics.attempts.labels(f"{status // 100}xx" if status else "error").inc(report.attempts)
-                if latency is not None:
-                    metrics.latency.observe(latency / 1000)
-            result = DeliveryRecorded(
-                causation_id=task.message_id,
-                webhook_id=webhook_id,
-                subject_id=task.task_id,
-                unit_code=task.unit_code,
-                endpoint_url=url,
-                outcome=outcome,
-                attempts=attempts,
-                last_status=status,
-                last_error=error,
-                latency_ms=latency,
-                finished_at=datetime.now(UTC),
-            )
+            result = await deliver_task(task, item.value)
             await results_out.send(key=task.task_id.encode(), value=result.to_bytes())
-            metrics.deliveries.labels(outcome.value).inc()
-            if outcome is not DeliveryOutcome.DELIVERED:
-                record = dead_letter(
-                    stage=SERVICE,
-                    reason=outcome.value,
-                    detail=f"{url}: {error}",
-                    topic=message.topic,
-                    value=message.value,
-                    key=message.key,
-                    partition=message.partition,
-                    offset=message.offset,
-                    now=datetime.now(UTC),
-                    causation_id=task.message_id,
-                )
-                await dead_out.send(key=message.key, value=record.to_bytes())
-                log.warning("delivery failed", extra={"outcome": outcome.value, "unit": task.unit_code})
+            metrics.deliveries.labels(result.outcome.value).inc()
+            if result.outcome is not DeliveryOutcome.DELIVERED:
+                detail = f"{result.endpoint_url}: {result.last_status} {result.last_error}"
+                await dead_letters.event(item, result.outcome.value, detail, causation_id=task.message_id)
 
     return app
 

@@ -10,11 +10,11 @@ import faust
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from gridhub.kernel.deadletter import dead_letter
 from gridhub.kernel.faust_app import make_faust_app
 from gridhub.kernel.metrics import ServiceMetrics
 from gridhub.kernel.problems import describe_validation_error
 from gridhub.kernel.service import prepare, run_worker
+from gridhub.kernel.streams import DeadLetters, bytes_topic
 from schemas import EventNormalised
 from services.router.decide import build_tasks, decide
 from services.router.dutylist import DutyList, load_duty_list
@@ -33,7 +33,6 @@ class RouterMetrics:
             "decisions", "Routing decisions, by matter, tier and triage.", ("matter", "tier", "triage")
         )
         self.tasks = m.counter("tasks", "Tasks dispatched, by role.", ("role",))
-        self.dead_letters = m.counter("dead_letters", "Events dead-lettered, by reason.", ("reason",))
         self.processing = m.histogram("processing", "Time to route one event.")
 
 
@@ -46,9 +45,9 @@ def create_app(settings: RouterSettings, registry: CollectorRegistry, duty: Duty
     metrics = RouterMetrics(registry)
     prepare(app, SERVICE, registry)
 
-    events_in = app.topic(common.topic("events.normalised"), key_serializer="raw", value_serializer="raw")
-    tasks_out = app.topic(common.topic("tasks.dispatched"), key_serializer="raw", value_serializer="raw")
-    dead_out = app.topic(common.topic("events.deadletter"), key_serializer="raw", value_serializer="raw")
+    events_in = bytes_topic(app, common, "events.normalised")
+    tasks_out = bytes_topic(app, common, "tasks.dispatched")
+    dead_letters = DeadLetters(app, common, SERVICE, registry)
 
     @app.agent(events_in, name="route-events")
     async def route_events(stream: faust.StreamT[bytes]) -> None:
@@ -58,19 +57,7 @@ def create_app(settings: RouterSettings, registry: CollectorRegistry, duty: Duty
             try:
                 event = EventNormalised.model_validate_json(message.value)
             except ValidationError as exc:
-                record = dead_letter(
-                    stage=SERVICE,
-                    reason="malformed-event",
-                    detail=describe_validation_error(exc),
-                    topic=message.topic,
-                    value=message.value,
-                    key=message.key,
-                    partition=message.partition,
-                    offset=message.offset,
-                    now=datetime.now(UTC),
-                )
-                await dead_out.send(key=message.key, value=record.to_bytes())
-                metrics.dead_letters.labels("malformed-event").inc()
+                await dead_letters.event(item, "malformed-event", describe_validation_error(exc))
                 continue
             decision = decide(event, duty)
             for task in build_tasks(event, decision, duty, datetime.now(UTC)):

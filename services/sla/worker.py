@@ -12,12 +12,12 @@ from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from gridhub.kernel.deadletter import dead_letter
 from gridhub.kernel.errors import PermanentError
 from gridhub.kernel.faust_app import make_faust_app
 from gridhub.kernel.metrics import ServiceMetrics
 from gridhub.kernel.problems import describe_validation_error
 from gridhub.kernel.service import prepare, run_worker
+from gridhub.kernel.streams import DeadLetters, bytes_topic
 from schemas import TaskDispatched, TaskStatus, TaskUpdated
 from services.sla.calendar import WorkingCalendar
 from services.sla.clocks import TaskClockState, apply_update, start_clocks, status_event
@@ -53,43 +53,23 @@ def create_app(
     prepare(app, SERVICE, registry)
 
     dispatched_name = common.topic("tasks.dispatched")
-    inputs = app.topic(dispatched_name, common.topic("tasks.updates"), key_serializer="raw", value_serializer="raw")
-    status_out = app.topic(common.topic("tasks.status"), key_serializer="raw", value_serializer="raw")
-    dead_out = app.topic(common.topic("events.deadletter"), key_serializer="raw", value_serializer="raw")
+    inputs = bytes_topic(app, common, "tasks.dispatched", "tasks.updates")
+    status_out = bytes_topic(app, common, "tasks.status")
+    dead_letters = DeadLetters(app, common, SERVICE, registry)
     # task_id -> TaskClockState as JSON-able dict; b"pending:"+task_id -> updates that arrived before their task.
     clocks = app.Table("task-clocks", default=None, key_type=bytes)
 
-    async def reject(item: Any, reason: str, detail: str) -> None:
-        message = item.message
-        record = dead_letter(
-            stage=SERVICE,
-            reason=reason,
-            detail=detail,
-            topic=message.topic,
-            value=message.value,
-            key=message.key,
-            partition=message.partition,
-            offset=message.offset,
-            now=datetime.now(UTC),
-        )
-        await dead_out.send(key=message.key, value=record.to_bytes())
-        log.warning("dead-lettered", extra={"reason": reason, "detail": detail})
-
     async def reject_pending(update: TaskUpdated, exc: PermanentError) -> None:
         # A held update has no Kafka position any more; the dead letter keeps its bytes and topic.
-        record = dead_letter(
-            stage=SERVICE,
+        await dead_letters.record(
             reason=exc.reason,
             detail=exc.detail,
             topic=common.topic("tasks.updates"),
             value=update.to_bytes(),
             key=update.task_id.encode(),
-            now=datetime.now(UTC),
             causation_id=update.message_id,
         )
-        await dead_out.send(key=update.task_id.encode(), value=record.to_bytes())
         metrics.updates.labels(update.kind.value, "rejected").inc()
-        log.warning("dead-lettered", extra={"reason": exc.reason, "detail": exc.detail})
 
     async def publish(state: TaskClockState, causation_id: str) -> None:
         key = state.task_id.encode()
@@ -111,7 +91,7 @@ def create_app(
             state = apply_update(TaskClockState.model_validate(current), update)
         except PermanentError as exc:
             metrics.updates.labels(update.kind.value, "rejected").inc()
-            await reject(item, exc.reason, exc.detail)
+            await dead_letters.event(item, exc.reason, exc.detail)
             return
         metrics.updates.labels(update.kind.value, "applied").inc()
         await publish(state, update.message_id)
@@ -145,7 +125,9 @@ def create_app(
                 else:
                     await on_update(item, TaskUpdated.model_validate_json(item.value))
             except ValidationError as exc:
-                await reject(item, "malformed-task" if is_task else "malformed-update", describe_validation_error(exc))
+                await dead_letters.event(
+                    item, "malformed-task" if is_task else "malformed-update", describe_validation_error(exc)
+                )
             metrics.processing.observe(time.perf_counter() - started)
 
     @app.page("/tasks/{task_id}")
