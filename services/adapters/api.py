@@ -5,6 +5,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
@@ -30,6 +31,45 @@ SERVICE = "adapters"
 FIELD_NEEDED_ZH = {"reason": "退回或暂停须说明原因", "satisfaction": "回访评价须给出 1-5 分满意度"}
 ADAPTER_VERSION = f"gridhub-adapters/{__version__}"
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JsonChannel:
+    """A channel that POSTs JSON: its route, the field holding its own id, and how the API documents it."""
+
+    channel: Channel
+    path: str
+    id_field: str
+    id_label_zh: str
+    tag: str
+    summary: str
+    description: str
+    invalid: str
+
+
+# The envelope is checked here (JSON object with the channel's id); intake validates the payload in full.
+JSON_CHANNELS = (
+    JsonChannel(
+        Channel.HOTLINE_12345,
+        "/v1/12345/work-orders",
+        "order_no",
+        "工单编号",
+        "12345 hotline",
+        "Receive one 12345 work order (工单)",
+        "Accept a work order as the hotline sends it; intake validates it in full.",
+        "Not a work order",
+    ),
+    JsonChannel(
+        Channel.POLICE_110,
+        "/v1/110/incidents",
+        "incident_no",
+        "警情编号",
+        "110 police dispatch",
+        "Receive one non-police incident handed on by 110 (非警务警情移交)",
+        "Accept an incident the 110 command system hands on; urgent ones get the 2-hour class downstream.",
+        "Not an incident",
+    ),
+)
 
 
 class Publisher(Protocol):
@@ -107,7 +147,7 @@ def create_api(
     app = FastAPI(
         title="GridHub adapters",
         version=__version__,
-        description="Inbound channels of the county command centre (12345 hotline; more channels follow) "
+        description="Inbound channels of the county command centre (12345 hotline, 110 hand-overs; more follow) "
         "and units' updates on their tasks. Errors are RFC 9457 problem+json.",
         lifespan=lifespan,
     )
@@ -136,62 +176,71 @@ def create_api(
             return problem(422, "请求体应为 JSON 对象。", errors=[{"field": "(body)", "message": "应为 JSON 对象"}])
         return data
 
-    @app.post(
-        "/v1/12345/work-orders",
-        status_code=202,
-        response_model=Accepted,
-        tags=["12345 hotline"],
-        summary="Receive one 12345 work order (工单)",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["order_no"],
-                            "properties": {"order_no": {"type": "string", "minLength": 1, "maxLength": 64}},
-                            "additionalProperties": True,
-                        }
-                    }
-                },
-            }
-        },
-        responses={401: {"description": "Missing or wrong X-Api-Key"}, 422: {"description": "Not a work order"}},
-    )
-    async def receive_work_order(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> Response:
-        """Accept a work order as the hotline sends it; intake validates it in full."""
-        channel = Channel.HOTLINE_12345
-        if not source_key_ok(settings.source_keys, channel.value, x_api_key):
-            metrics.reports.labels(channel.value, "unauthorised").inc()
-            return problem(401, "缺少或错误的 X-Api-Key。", headers={"WWW-Authenticate": "ApiKey"})
-        data = await json_object(request)
-        if isinstance(data, Response):
-            metrics.reports.labels(channel.value, "rejected").inc()
-            return data
-        order_no = data.get("order_no")
-        if not isinstance(order_no, str) or not 0 < len(order_no.strip()) <= 64:
-            metrics.reports.labels(channel.value, "rejected").inc()
-            return problem(
-                422,
-                "缺少工单编号 order_no。",
-                errors=[{"field": "order_no", "message": "必填字段缺失，应为 1-64 字的文本"}],
+    def json_channel_endpoint(spec: JsonChannel) -> Callable[..., Awaitable[Response]]:
+        channel = spec.channel
+
+        async def receive(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> Response:
+            if not source_key_ok(settings.source_keys, channel.value, x_api_key):
+                metrics.reports.labels(channel.value, "unauthorised").inc()
+                return problem(401, "缺少或错误的 X-Api-Key。", headers={"WWW-Authenticate": "ApiKey"})
+            data = await json_object(request)
+            if isinstance(data, Response):
+                metrics.reports.labels(channel.value, "rejected").inc()
+                return data
+            source_id = data.get(spec.id_field)
+            if not isinstance(source_id, str) or not 0 < len(source_id.strip()) <= 64:
+                metrics.reports.labels(channel.value, "rejected").inc()
+                return problem(
+                    422,
+                    f"缺少{spec.id_label_zh} {spec.id_field}。",
+                    errors=[{"field": spec.id_field, "message": "必填字段缺失，应为 1-64 字的文本"}],
+                )
+            raw = ReportReceived(
+                source=channel,
+                source_id=source_id.strip(),
+                proposed_event_id=new_id(),
+                received_at=datetime.now(UTC),
+                adapter_version=ADAPTER_VERSION,
+                payload=data,
             )
-        raw = ReportReceived(
-            source=channel,
-            source_id=order_no.strip(),
-            proposed_event_id=new_id(),
-            received_at=datetime.now(UTC),
-            adapter_version=ADAPTER_VERSION,
-            payload=data,
+            failure = await publish(RAW_TOPICS[channel], raw.dedupe_key, raw.to_bytes())
+            if failure:
+                metrics.reports.labels(channel.value, "unavailable").inc()
+                return failure
+            metrics.reports.labels(channel.value, "accepted").inc()
+            body = Accepted(event_id=raw.proposed_event_id, source=channel.value, source_id=raw.source_id)
+            return JSONResponse(body.model_dump(), status_code=202)
+
+        receive.__doc__ = spec.description
+        return receive
+
+    for spec in JSON_CHANNELS:
+        app.add_api_route(
+            spec.path,
+            json_channel_endpoint(spec),
+            methods=["POST"],
+            status_code=202,
+            response_model=Accepted,
+            tags=[spec.tag],
+            summary=spec.summary,
+            operation_id=f"receive_{spec.channel.name.lower()}",
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": [spec.id_field],
+                                "properties": {spec.id_field: {"type": "string", "minLength": 1, "maxLength": 64}},
+                                "additionalProperties": True,
+                            }
+                        }
+                    },
+                }
+            },
+            responses={401: {"description": "Missing or wrong X-Api-Key"}, 422: {"description": spec.invalid}},
         )
-        failure = await publish(RAW_TOPICS[channel], raw.dedupe_key, raw.to_bytes())
-        if failure:
-            metrics.reports.labels(channel.value, "unavailable").inc()
-            return failure
-        metrics.reports.labels(channel.value, "accepted").inc()
-        body = Accepted(event_id=raw.proposed_event_id, source=channel.value, source_id=raw.source_id)
-        return JSONResponse(body.model_dump(), status_code=202)
 
     def unit_of(authorization: Annotated[str | None, Header()] = None) -> str | None:
         token = authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None

@@ -175,3 +175,26 @@ def test_hub_started_within_budget(hub: Hub) -> None:
     # Five processes on two cores; each Faust worker joins its group in ~3 s on Tansu (6 s session).
     print(f"hub ready in {hub.started_in_s:.1f} s")
     assert hub.started_in_s < 60
+
+
+async def test_urgent_110_hand_over_reaches_emergency_management_with_the_2_hour_class(
+    hub: Hub, receiver: Receiver
+) -> None:
+    incident = {
+        "incident_no": f"110-{uuid.uuid4().hex[:10]}",
+        "call_time": "2026-11-20T21:05:00+08:00",
+        "incident_type": "燃气泄漏",
+        "summary": "报警人称楼下饭店闻到很浓的煤气味，人员已疏散。",
+        "district": "城关镇",
+        "urgency": "紧急",
+    }
+    async with httpx.AsyncClient(base_url=hub.url("adapters"), timeout=10) as client:
+        response = await client.post("/v1/110/incidents", json=incident, headers={"X-Api-Key": "dev-110-key"})
+    assert response.status_code == 202, response.text
+    deliveries = await receiver.wait_for(response.json()["event_id"], 2)
+    tasks = {d.body["role"]: TaskDispatched.model_validate(d.body) for d in deliveries}
+    assert (tasks["primary"].unit_code, tasks["co-operating"].unit_code) == ("PA-YJJ", "PA-CG")
+    assert tasks["primary"].decision.rule == "channel-category"
+    assert tasks["primary"].deadline_class.value == "urgent"
+    resolve = next(term for term in tasks["primary"].deadlines if term.kind.value == "resolve")
+    assert (resolve.amount, resolve.unit.value) == (2, "hours")

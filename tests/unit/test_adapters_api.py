@@ -20,6 +20,7 @@ from services.adapters.api import ADAPTER_VERSION, create_api
 from services.adapters.settings import AdaptersSettings
 
 API_KEY = "test-12345-key"
+POLICE_KEY = "test-110-key"
 TASK_ID = "01KAFZ0M3DY89XFXAKDNGGSZDK"
 CST = timezone(timedelta(hours=8))
 PROBLEM = "application/problem+json"
@@ -53,8 +54,14 @@ class FakePublisher:
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("GRIDHUB_MODE", "GRIDHUB_TOPIC_PREFIX", "GRIDHUB_ADAPTERS_SOURCE_KEYS",
-                 "GRIDHUB_ADAPTERS_UNIT_KEYS", "GRIDHUB_ADAPTERS_MAX_BODY_BYTES", "GRIDHUB_KAFKA_REPLICATION_FACTOR"):
+    for name in (
+        "GRIDHUB_MODE",
+        "GRIDHUB_TOPIC_PREFIX",
+        "GRIDHUB_ADAPTERS_SOURCE_KEYS",
+        "GRIDHUB_ADAPTERS_UNIT_KEYS",
+        "GRIDHUB_ADAPTERS_MAX_BODY_BYTES",
+        "GRIDHUB_KAFKA_REPLICATION_FACTOR",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -67,7 +74,7 @@ def publisher() -> FakePublisher:
 def app(publisher: FakePublisher) -> FastAPI:
     settings = AdaptersSettings(
         common=CommonSettings(mode="dev", topic_prefix="gridhub."),
-        source_keys={"12345": API_KEY},
+        source_keys={"12345": API_KEY, "110": POLICE_KEY},
         unit_keys={},
         max_body_bytes=4096,
     )
@@ -80,14 +87,16 @@ def app(publisher: FakePublisher) -> FastAPI:
 
 @pytest.fixture()
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://adapters.test"
-    ) as c:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://adapters.test") as c,
+    ):
         yield c
 
 
-async def post_order(client: httpx.AsyncClient, body: Any = ORDER, key: str | None = API_KEY,
-                     raw: bytes | None = None) -> httpx.Response:
+async def post_order(
+    client: httpx.AsyncClient, body: Any = ORDER, key: str | None = API_KEY, raw: bytes | None = None
+) -> httpx.Response:
     headers = {"content-type": "application/json"}
     if key is not None:
         headers["x-api-key"] = key
@@ -277,7 +286,8 @@ async def test_feedback_without_satisfaction_names_satisfaction(client: httpx.As
 
 async def test_feedback_with_satisfaction_is_accepted(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
     response = await client.post(
-        f"/v1/tasks/{TASK_ID}/updates", json={"kind": "feedback", "satisfaction": 5, "note": "群众表示满意"},
+        f"/v1/tasks/{TASK_ID}/updates",
+        json={"kind": "feedback", "satisfaction": 5, "note": "群众表示满意"},
         headers={"Authorization": "Bearer dev-PA-CG"},
     )
     assert response.status_code == 202
@@ -338,3 +348,36 @@ async def test_readyz_before_lifespan_is_503(app: FastAPI) -> None:
         ready = await c.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"kafka-producer": False}
+
+
+INCIDENT = {
+    "incident_no": "110-20261120-000731",
+    "call_time": "2026-11-20T21:05:00+08:00",
+    "incident_type": "燃气泄漏",
+    "summary": "报警人称楼下饭店燃气泄漏，闻到很浓的煤气味。",
+    "urgency": "紧急",
+}
+
+
+async def test_110_incident_published_raw_on_its_own_topic(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    response = await client.post("/v1/110/incidents", json=INCIDENT, headers={"x-api-key": POLICE_KEY})
+    assert response.status_code == 202
+    assert response.json()["source"] == "110"
+    topic, key, value = publisher.records[0]
+    assert (topic, key) == ("gridhub.raw.110", b"110:110-20261120-000731")
+    assert ReportReceived.model_validate_json(value).payload == INCIDENT
+
+
+async def test_110_needs_its_own_key_not_the_hotlines(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    response = await client.post("/v1/110/incidents", json=INCIDENT, headers={"x-api-key": API_KEY})
+    assert_problem(response, 401, "未认证：缺少或错误的密钥")
+    assert publisher.records == []
+
+
+async def test_110_without_incident_no_names_the_field(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    body = {k: v for k, v in INCIDENT.items() if k != "incident_no"}
+    response = await client.post("/v1/110/incidents", json=body, headers={"x-api-key": POLICE_KEY})
+    problem_body = assert_problem(response, 422, "请求内容校验未通过")
+    assert problem_body["errors"][0]["field"] == "incident_no"
+    assert "警情编号" in problem_body["detail"]
+    assert publisher.records == []

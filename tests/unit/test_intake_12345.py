@@ -41,8 +41,9 @@ def work_order(**changes: Any) -> dict[str, Any]:
     return {k: v for k, v in order.items() if v is not ...}
 
 
-def raw_report(payload: dict[str, Any], source: Channel = Channel.HOTLINE_12345,
-               source_id: str = ORDER_NO) -> ReportReceived:
+def raw_report(
+    payload: dict[str, Any], source: Channel = Channel.HOTLINE_12345, source_id: str = ORDER_NO
+) -> ReportReceived:
     return ReportReceived(
         message_id=RAW_MESSAGE_ID,
         source=source,
@@ -60,8 +61,9 @@ def rejection(payload: dict[str, Any], **kwargs: Any) -> PermanentError:
     return info.value
 
 
-def test_registry_has_only_the_12345_normaliser() -> None:
-    assert {Channel.HOTLINE_12345: normalise_12345} == NORMALISERS
+def test_registry_routes_each_channel_to_its_normaliser() -> None:
+    assert NORMALISERS[Channel.HOTLINE_12345] is normalise_12345
+    assert set(NORMALISERS) == {Channel.HOTLINE_12345, Channel.POLICE_110}
 
 
 def test_valid_order_becomes_canonical_event() -> None:
@@ -116,7 +118,11 @@ def test_minimal_anonymous_consultation() -> None:
     assert event.reporter.phone is None
     assert event.reporter.anonymous is True
     assert event.location.model_dump() == {
-        "address": None, "district": None, "grid_code": None, "lat": None, "lon": None,
+        "address": None,
+        "district": None,
+        "grid_code": None,
+        "lat": None,
+        "lon": None,
     }
     assert event.declared_category is None
     assert event.reported_at == datetime(2026, 11, 21, 6, 5, tzinfo=UTC)

@@ -28,8 +28,15 @@ CST = timezone(timedelta(hours=8))
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("GRIDHUB_MODE", "GRIDHUB_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP", "GRIDHUB_KAFKA_SESSION_TIMEOUT_S",
-                 "GRIDHUB_KAFKA_REPLICATION_FACTOR", "GRIDHUB_TOPIC_PREFIX", "GRIDHUB_KAFKA_IDEMPOTENCE"):
+    for name in (
+        "GRIDHUB_MODE",
+        "GRIDHUB_KAFKA_BOOTSTRAP",
+        "KAFKA_BOOTSTRAP",
+        "GRIDHUB_KAFKA_SESSION_TIMEOUT_S",
+        "GRIDHUB_KAFKA_REPLICATION_FACTOR",
+        "GRIDHUB_TOPIC_PREFIX",
+        "GRIDHUB_KAFKA_IDEMPOTENCE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -43,8 +50,14 @@ def test_metric_name_builds_snake_case() -> None:
 
 @pytest.mark.parametrize(
     ("service", "noun", "unit"),
-    [("Router", "decisions", "total"), ("router", "dead-letters", "total"), ("router", "", "total"),
-     ("router", "2xx", "total"), ("router", "decisions", "秒"), ("sla ", "x", "total")],
+    [
+        ("Router", "decisions", "total"),
+        ("router", "dead-letters", "total"),
+        ("router", "", "total"),
+        ("router", "2xx", "total"),
+        ("router", "decisions", "秒"),
+        ("sla ", "x", "total"),
+    ],
 )
 def test_metric_name_refuses_non_snake_case(service: str, noun: str, unit: str) -> None:
     with pytest.raises(ValueError, match="must be snake_case"):
@@ -214,9 +227,16 @@ def test_dead_letter_keeps_original_bytes() -> None:
     original = '{"order_no":"GD-2026-1120-00421","content":"小区下水道反流"'.encode()  # truncated JSON
     now = datetime(2026, 11, 20, 1, 31, tzinfo=UTC)
     record = dead_letter(
-        stage="intake", reason="malformed-envelope", detail="content: 必填字段缺失" * 500,
-        topic="gridhub.raw.12345", value=original, now=now, key=b"12345:GD-2026-1120-00421",
-        partition=3, offset=1207, causation_id=None,
+        stage="intake",
+        reason="malformed-envelope",
+        detail="content: 必填字段缺失" * 500,
+        topic="gridhub.raw.12345",
+        value=original,
+        now=now,
+        key=b"12345:GD-2026-1120-00421",
+        partition=3,
+        offset=1207,
+        causation_id=None,
     )
     assert isinstance(record, ReportDeadLettered)
     assert base64.b64decode(record.original_value) == original
@@ -247,8 +267,15 @@ def test_dead_letter_without_key_and_with_binary_key() -> None:
 def test_catalogue_covers_every_channel_and_stage() -> None:
     names = [spec.name for spec in CATALOGUE]
     assert names[:5] == [f"raw.{c.value}" for c in Channel]
-    assert names[5:] == ["events.normalised", "events.deadletter", "tasks.dispatched", "tasks.updates",
-                         "tasks.status", "sla.alerts", "deliveries.results"]
+    assert names[5:] == [
+        "events.normalised",
+        "events.deadletter",
+        "tasks.dispatched",
+        "tasks.updates",
+        "tasks.status",
+        "sla.alerts",
+        "deliveries.results",
+    ]
     assert len(set(names)) == len(names)
     assert topic_spec("tasks.status").config() == {"cleanup.policy": "compact"}
     assert topic_spec("raw.12345").config() == {"cleanup.policy": "delete", "retention.ms": str(90 * 86_400_000)}
@@ -277,8 +304,11 @@ def test_json_schema_files_are_current() -> None:
 
 def raw(**changes: object) -> ReportReceived:
     fields: dict[str, object] = {
-        "source": "12345", "source_id": "GD-2026-1120-00421", "proposed_event_id": "01KAFZ0M3DB3XG7M2Q4J8K6P1Z",
-        "received_at": datetime(2026, 11, 20, 9, 31, tzinfo=CST), "adapter_version": "gridhub-adapters/0.1.0",
+        "source": "12345",
+        "source_id": "GD-2026-1120-00421",
+        "proposed_event_id": "01KAFZ0M3DB3XG7M2Q4J8K6P1Z",
+        "received_at": datetime(2026, 11, 20, 9, 31, tzinfo=CST),
+        "adapter_version": "gridhub-adapters/0.1.0",
         "payload": {"order_no": "GD-2026-1120-00421", "content": "物业费涨价"},
     }
     fields.update(changes)
@@ -304,8 +334,13 @@ def test_report_received_rejects_naive_datetime() -> None:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"message_id": "not-a-ulid"}, {"proposed_event_id": "01KAFZ0M3DB3XG7M2Q4J8K6P1U"}, {"source": "weibo"},
-     {"source_id": ""}, {"unexpected": 1}],
+    [
+        {"message_id": "not-a-ulid"},
+        {"proposed_event_id": "01KAFZ0M3DB3XG7M2Q4J8K6P1U"},
+        {"source": "weibo"},
+        {"source_id": ""},
+        {"unexpected": 1},
+    ],
 )
 def test_report_received_rejects_bad_fields(changes: dict[str, object]) -> None:
     with pytest.raises(ValidationError):

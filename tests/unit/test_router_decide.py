@@ -135,8 +135,13 @@ def test_explicit_matter_code_wins(duty: DutyList) -> None:
 
 
 def test_channel_category_of_110(duty: DutyList) -> None:
-    ev = event("[非警务警情] 居民楼燃气泄漏", "居民报称楼道有煤气味", source=Channel.POLICE_110,
-               category="燃气泄漏", district="城关镇")
+    ev = event(
+        "[非警务警情] 居民楼燃气泄漏",
+        "居民报称楼道有煤气味",
+        source=Channel.POLICE_110,
+        category="燃气泄漏",
+        district="城关镇",
+    )
     cls = classify(ev, duty)
     assert cls.matter is not None and cls.matter.code == "M40"
     assert (cls.rule, cls.confidence) == ("channel-category", 0.9)
@@ -197,9 +202,7 @@ def test_no_keyword_goes_to_command_centre_triage(duty: DutyList) -> None:
     assert r.confidence == 0.0
     assert r.matter_code is None and r.matter_name is None
     assert "阈值" in r.reason
-    assert r.reason == (
-        "转指挥中心人工分拨：置信度 0.00 低于阈值 0.50；未匹配任何事项关键词；网格 PA-HX-02-001"
-    )
+    assert r.reason == ("转指挥中心人工分拨：置信度 0.00 低于阈值 0.50；未匹配任何事项关键词；网格 PA-HX-02-001")
 
 
 def test_weak_keyword_below_threshold_is_triaged_with_its_matter(duty: DutyList) -> None:
@@ -340,8 +343,9 @@ def test_duty_list_rejects_missing_deadline_class() -> None:
 def test_duty_list_rejects_unknown_channel_matter_and_orphan_grid() -> None:
     data = sample_dict()
     data["channel_categories"]["110"]["打架斗殴"] = "M99"
-    data["grids"].append({"code": "PA-DZ-01-001", "township": "PA-DZ", "village": "东寨镇东寨村",
-                          "lat": 35.2, "lon": 114.3})
+    data["grids"].append(
+        {"code": "PA-DZ-01-001", "township": "PA-DZ", "village": "东寨镇东寨村", "lat": 35.2, "lon": 114.3}
+    )
     with pytest.raises(ValidationError) as info:
         DutyList.model_validate(data)
     text = str(info.value)

@@ -151,18 +151,12 @@ def test_missing_year_falls_back_to_weekends_only(day: date, working: bool, reas
 def test_sample_2027_file_is_honoured() -> None:
     cal = WorkingCalendar.with_files([SAMPLE_2027])
     src = "file:sample-2027-holiday-cn.json"
-    assert cal.is_working_day(date(2027, 1, 1)) == DayInfo(
-        date(2027, 1, 1), False, "元旦 holiday", src, False, "元旦"
-    )
+    assert cal.is_working_day(date(2027, 1, 1)) == DayInfo(date(2027, 1, 1), False, "元旦 holiday", src, False, "元旦")
     assert cal.is_working_day(date(2027, 1, 9)) == DayInfo(
         date(2027, 1, 9), True, "调休上班 make-up working day (元旦)", src, False, "元旦"
     )
-    assert cal.is_working_day(date(2027, 1, 4)) == DayInfo(
-        date(2027, 1, 4), True, "工作日", src, False
-    )
-    assert cal.is_working_day(date(2027, 1, 16)) == DayInfo(
-        date(2027, 1, 16), False, "周末", src, False
-    )
+    assert cal.is_working_day(date(2027, 1, 4)) == DayInfo(date(2027, 1, 4), True, "工作日", src, False)
+    assert cal.is_working_day(date(2027, 1, 16)) == DayInfo(date(2027, 1, 16), False, "周末", src, False)
     # Other years keep their sources.
     assert cal.is_working_day(date(2026, 10, 1)).source == PACKAGE_SOURCE
     assert cal.is_working_day(date(2028, 1, 3)).fallback is True
@@ -178,12 +172,8 @@ def test_file_replaces_package_year_entirely(tmp_path: Path) -> None:
     src = "file:2026-only-oct1.json"
     assert cal.is_working_day(date(2026, 10, 1)).working is False
     # Package says 国庆节 off and 10-10 make-up; the file does not, so its year wins.
-    assert cal.is_working_day(date(2026, 10, 2)) == DayInfo(
-        date(2026, 10, 2), True, "工作日", src, False
-    )
-    assert cal.is_working_day(date(2026, 10, 10)) == DayInfo(
-        date(2026, 10, 10), False, "周末", src, False
-    )
+    assert cal.is_working_day(date(2026, 10, 2)) == DayInfo(date(2026, 10, 2), True, "工作日", src, False)
+    assert cal.is_working_day(date(2026, 10, 10)) == DayInfo(date(2026, 10, 10), False, "周末", src, False)
 
 
 def test_with_year_returns_new_calendar() -> None:
@@ -335,9 +325,7 @@ def test_two_hours_across_midnight_on_a_holiday() -> None:
     assert clock.due_at == sh(2026, 10, 2, 1, 15)
     assert clock.kind is ClockKind.CONTACT
     assert clock.calendar_fallback is False
-    assert clock.explanation == (
-        "2 小时（自然时间）: 2026-10-01 23:15 + 2 h = 2026-10-02 01:15 (Asia/Shanghai)"
-    )
+    assert clock.explanation == ("2 小时（自然时间）: 2026-10-01 23:15 + 2 h = 2026-10-02 01:15 (Asia/Shanghai)")
 
 
 def test_hours_from_utc_input_are_shown_in_shanghai() -> None:
@@ -355,9 +343,7 @@ def test_2027_without_file_uses_weekends_only_and_flags_it() -> None:
     # 12-31 (2026 data), 2027-01-01 (fallback: Friday works), 01-04.
     assert clock.due_at == sh(2027, 1, 5, 0, 0)
     assert clock.calendar_fallback is True
-    assert "计入 2026-12-31..2027-01-01、2027-01-04；跳过 2027-01-02..01-03 周末" in (
-        clock.explanation
-    )
+    assert "计入 2026-12-31..2027-01-01、2027-01-04；跳过 2027-01-02..01-03 周末" in (clock.explanation)
     assert clock.explanation.endswith("2027 年无法定节假日数据，按仅周末休息计算")
 
 

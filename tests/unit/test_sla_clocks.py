@@ -76,11 +76,21 @@ def opened(task: TaskDispatched) -> TaskClockState:
     return start_clocks(task, CAL)
 
 
-def update(state: TaskClockState, kind: UpdateKind, at: datetime, unit: str | None = None,
-           update_id: str | None = None, **extra: object) -> TaskUpdated:
+def update(
+    state: TaskClockState,
+    kind: UpdateKind,
+    at: datetime,
+    unit: str | None = None,
+    update_id: str | None = None,
+    **extra: object,
+) -> TaskUpdated:
     return TaskUpdated(
-        update_id=update_id or uid(), task_id=state.task_id, unit_code=unit or state.unit_code, kind=kind,
-        occurred_at=at, **extra,  # type: ignore[arg-type]
+        update_id=update_id or uid(),
+        task_id=state.task_id,
+        unit_code=unit or state.unit_code,
+        kind=kind,
+        occurred_at=at,
+        **extra,  # type: ignore[arg-type]
     )
 
 

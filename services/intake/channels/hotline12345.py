@@ -12,6 +12,13 @@ from schemas import EventNormalised, Location, Reporter, ReportReceived, SourceR
 from schemas.base import AwareDatetime
 
 
+def check_phone(value: str | None) -> str | None:
+    """A phone number of digits, + and - only (what hotline and 110 systems record)."""
+    if value is not None and not value.replace("-", "").replace("+", "").isdigit():
+        raise ValueError("电话号码只能包含数字、+ 和 -")
+    return value
+
+
 class AppealType(StrEnum):
     """诉求类型 of a 12345 work order."""
 
@@ -48,12 +55,7 @@ class WorkOrder12345(BaseModel):
     call_time: AwareDatetime = Field(description="来电时间，带时区，如 2026-11-20T09:30:00+08:00")
     category: str | None = Field(None, max_length=40, description="热线已选的事项分类（如有）")
 
-    @field_validator("caller_phone")
-    @classmethod
-    def _phone_digits(cls, value: str | None) -> str | None:
-        if value is not None and not value.replace("-", "").replace("+", "").isdigit():
-            raise ValueError("电话号码只能包含数字、+ 和 -")
-        return value
+    _phone = field_validator("caller_phone")(check_phone)
 
 
 def _title(order: WorkOrder12345) -> str:
