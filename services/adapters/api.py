@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,17 +14,17 @@ from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gridhub import __version__
 from gridhub.kernel.health import Health
-from gridhub.kernel.http import install_problem_handlers, ops_router, problem
+from gridhub.kernel.http import install_problem_handlers, install_problem_openapi, ops_router, problem
 from gridhub.kernel.kafka import make_producer
 from gridhub.kernel.metrics import ServiceMetrics
 from schemas import Channel, ReportReceived, TaskUpdated, UpdateKind, new_id
 from schemas.base import AwareDatetime, UlidStr
 from schemas.catalogue import RAW_TOPICS
-from schemas.update import missing_required_field
+from schemas.update import REQUIRED_FIELDS, missing_required_field
 from services.adapters.auth import source_key_ok, unit_for_key
 from services.adapters.settings import AdaptersSettings
 
@@ -31,6 +32,11 @@ SERVICE = "adapters"
 FIELD_NEEDED_ZH = {"reason": "退回或暂停须说明原因", "satisfaction": "回访评价须给出 1-5 分满意度"}
 ADAPTER_VERSION = f"gridhub-adapters/{__version__}"
 log = logging.getLogger(__name__)
+
+
+# A channel's own id becomes part of the Kafka key: letters, digits and a few separators, no spaces.
+SOURCE_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.:/-]{0,63}$")
+SOURCE_ID_RULE_ZH = "必填，1-64 位字母、数字或 _ . : / -，以字母或数字开头"
 
 
 @dataclass(frozen=True)
@@ -90,12 +96,34 @@ class Accepted(BaseModel):
 class UpdateRequest(BaseModel):
     """A unit's update on its task."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"kind": "resolved", "note": "已疏通"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"kind": "resolved", "note": "已疏通"}],
+            # What missing_required_field enforces, stated in the schema so clients and fuzzers know it.
+            "allOf": [
+                {
+                    "if": {"properties": {"kind": {"const": kind.value}}, "required": ["kind"]},
+                    "then": {"required": [field], "properties": {field: {"not": {"type": "null"}}}},
+                }
+                for kind, field in REQUIRED_FIELDS.items()
+            ],
+        },
+    )
 
     kind: UpdateKind
     occurred_at: AwareDatetime | None = Field(None, description="When it happened; now if omitted.")
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _iso_text_only(cls, value: object) -> object:
+        # pydantic would also take a number as Unix time; the documented contract is ISO 8601 text.
+        if value is not None and not isinstance(value, str):
+            raise ValueError("应为 ISO 8601 时间文本，如 2026-11-20T10:00:00+08:00")
+        return value
+
     note: str | None = Field(None, max_length=2000)
-    reason: str | None = Field(None, max_length=500, description="Required for returned and paused.")
+    reason: str | None = Field(None, min_length=1, max_length=500, description="Required for returned and paused.")
     satisfaction: int | None = Field(None, ge=1, le=5, description="Citizen's rating 1-5, for feedback.")
 
 
@@ -152,6 +180,7 @@ def create_api(
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    install_problem_openapi(app)
     app.include_router(ops_router(registry, health))
 
     async def publish(topic: str, key: str, value: bytes) -> Response | None:
@@ -188,16 +217,16 @@ def create_api(
                 metrics.reports.labels(channel.value, "rejected").inc()
                 return data
             source_id = data.get(spec.id_field)
-            if not isinstance(source_id, str) or not 0 < len(source_id.strip()) <= 64:
+            if not isinstance(source_id, str) or not SOURCE_ID.fullmatch(source_id):
                 metrics.reports.labels(channel.value, "rejected").inc()
                 return problem(
                     422,
-                    f"缺少{spec.id_label_zh} {spec.id_field}。",
-                    errors=[{"field": spec.id_field, "message": "必填字段缺失，应为 1-64 字的文本"}],
+                    f"缺少或无效的{spec.id_label_zh} {spec.id_field}。",
+                    errors=[{"field": spec.id_field, "message": SOURCE_ID_RULE_ZH}],
                 )
             raw = ReportReceived(
                 source=channel,
-                source_id=source_id.strip(),
+                source_id=source_id,
                 proposed_event_id=new_id(),
                 received_at=datetime.now(UTC),
                 adapter_version=ADAPTER_VERSION,
@@ -232,7 +261,7 @@ def create_api(
                             "schema": {
                                 "type": "object",
                                 "required": [spec.id_field],
-                                "properties": {spec.id_field: {"type": "string", "minLength": 1, "maxLength": 64}},
+                                "properties": {spec.id_field: {"type": "string", "pattern": SOURCE_ID.pattern}},
                                 "additionalProperties": True,
                             }
                         }

@@ -142,15 +142,13 @@ async def test_work_order_published_raw(client: httpx.AsyncClient, publisher: Fa
     assert "下水道反流".encode() in value
 
 
-async def test_order_no_is_stripped_for_key_but_payload_untouched(
+async def test_padded_order_no_is_refused_not_silently_changed(
     client: httpx.AsyncClient, publisher: FakePublisher
 ) -> None:
+    # The id becomes the Kafka key and the dedupe key: it is taken exactly as sent or refused.
     response = await post_order(client, {**ORDER, "order_no": "  GD-2026-1120-00422 "})
-    assert response.status_code == 202
-    assert response.json()["source_id"] == "GD-2026-1120-00422"
-    _topic, key, value = publisher.records[0]
-    assert key == b"12345:GD-2026-1120-00422"
-    assert ReportReceived.model_validate_json(value).payload["order_no"] == "  GD-2026-1120-00422 "
+    assert_problem(response, 422, "请求内容校验未通过")
+    assert publisher.records == []
 
 
 @pytest.mark.parametrize("key", [None, "wrong-key", ""])
@@ -182,7 +180,7 @@ async def test_json_array_is_422(client: httpx.AsyncClient, publisher: FakePubli
     assert publisher.records == []
 
 
-@pytest.mark.parametrize("order_no", [..., "", "   ", 20261120421, "G" * 65])
+@pytest.mark.parametrize("order_no", [..., "", "   ", 20261120421, "G" * 65, "GD 2026", "工单-1"])
 async def test_missing_or_bad_order_no_is_422(
     client: httpx.AsyncClient, publisher: FakePublisher, order_no: object
 ) -> None:
@@ -190,7 +188,7 @@ async def test_missing_or_bad_order_no_is_422(
     if order_no is not ...:
         body["order_no"] = order_no
     problem = assert_problem(await post_order(client, body), 422, "请求内容校验未通过")
-    assert problem["detail"] == "缺少工单编号 order_no。"
+    assert problem["detail"] == "缺少或无效的工单编号 order_no。"
     assert problem["errors"][0]["field"] == "order_no"
     assert publisher.records == []
 
