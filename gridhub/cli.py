@@ -125,19 +125,25 @@ def topics_list() -> None:
 
 @schemas_app.command("generate")
 def schemas_generate() -> None:
-    """Write schemas/json/*.schema.json from the models."""
+    """Write schemas/json/*.schema.json and the adapters' openapi.json from the code."""
     from schemas.jsonschema import write_all
+    from services.adapters.openapi import OPENAPI_PATH, render_openapi
 
     for path in write_all():
         typer.echo(f"wrote {path}")
+    OPENAPI_PATH.write_text(render_openapi(), encoding="utf-8")
+    typer.echo(f"wrote {OPENAPI_PATH}")
 
 
 @schemas_app.command("check")
 def schemas_check() -> None:
-    """Exit 1 when a checked-in schema file is stale."""
+    """Exit 1 when a checked-in JSON Schema or OpenAPI file is stale."""
     from schemas.jsonschema import stale_files
+    from services.adapters.openapi import OPENAPI_PATH, render_openapi
 
     stale = stale_files()
+    if not OPENAPI_PATH.exists() or OPENAPI_PATH.read_text("utf-8") != render_openapi():
+        stale.append(OPENAPI_PATH)
     for path in stale:
         typer.echo(f"stale: {path}", err=True)
     raise typer.Exit(1 if stale else 0)

@@ -31,3 +31,12 @@ def test_stale_detection_notices_a_changed_model(tmp_path, monkeypatch) -> None:
     path_for_first = tmp_path / path_for(first).name
     path_for_first.write_text(render(first).replace('"type": "object"', '"type": "array"', 1), encoding="utf-8")
     assert js.stale_files() == [path_for_first]
+
+
+def test_checked_in_openapi_is_fresh() -> None:
+    from services.adapters.openapi import OPENAPI_PATH, render_openapi
+
+    assert OPENAPI_PATH.read_text("utf-8") == render_openapi(), "run `make schemas` and commit"
+    document = json.loads(OPENAPI_PATH.read_text("utf-8"))
+    assert {"/v1/12345/work-orders", "/v1/110/incidents", "/v1/tasks/{task_id}/updates"} <= set(document["paths"])
+    assert "Problem" in document["components"]["schemas"]
