@@ -46,9 +46,13 @@ class Reporter(BaseModel):
 
     name: str | None = Field(None, json_schema_extra={"x-personal": True})
     phone: str | None = Field(None, json_schema_extra={"x-personal": True})
+    address: str | None = Field(None, description="Where the reporter lives.", json_schema_extra={"x-personal": True})
     anonymous: bool = False
+    confidential: bool = Field(
+        False, description="Identity must be withheld from units (a petitioner's, above all from the accused)."
+    )
     personal_fields: tuple[str, ...] = Field(
-        ("name", "phone"), description="Fields of this object that are personal data."
+        ("name", "phone", "address"), description="Fields of this object that are personal data."
     )
 
 
@@ -79,4 +83,10 @@ class EventNormalised(Message):
     urgency: Urgency = Urgency.NORMAL
     declared_category: str | None = Field(
         None, description="Category the channel or reporter chose (channel's own code or a matter code)."
+    )
+    complained_unit: str | None = Field(
+        None, description="Unit the report complains about (信访 被投诉单位); it must never see the reporter."
+    )
+    flags: tuple[str, ...] = Field(
+        (), description="Channel facts that matter downstream: repeat-petition, group-petition."
     )

@@ -75,6 +75,16 @@ JSON_CHANNELS = (
         "Accept an incident the 110 command system hands on; urgent ones get the 2-hour class downstream.",
         "Not an incident",
     ),
+    JsonChannel(
+        Channel.PETITION,
+        "/v1/petitions",
+        "case_no",
+        "信访件编号",
+        "petitions",
+        "Receive one petition case (信访件)",
+        "Accept a petition registered by the 信访 system; the petitioner is confidential from here on.",
+        "Not a petition case",
+    ),
 )
 
 

@@ -26,7 +26,11 @@ async def _publisher() -> RecordingPublisher:
 
 
 APP = create_api(
-    AdaptersSettings(common=CommonSettings(mode="dev"), source_keys={"12345": "k-12345", "110": "k-110"}, unit_keys={}),
+    AdaptersSettings(
+        common=CommonSettings(mode="dev"),
+        source_keys={"12345": "k-12345", "110": "k-110", "petition": "k-petition"},
+        unit_keys={},
+    ),
     CollectorRegistry(),
     publisher_factory=_publisher,
 )
@@ -37,6 +41,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 AUTH = {
     "/v1/12345/work-orders": {"X-Api-Key": "k-12345"},
     "/v1/110/incidents": {"X-Api-Key": "k-110"},
+    "/v1/petitions": {"X-Api-Key": "k-petition"},
     "/v1/tasks/{task_id}/updates": {"Authorization": "Bearer dev-PA-CG"},
 }
 

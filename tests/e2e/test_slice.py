@@ -198,3 +198,25 @@ async def test_urgent_110_hand_over_reaches_emergency_management_with_the_2_hour
     assert tasks["primary"].deadline_class.value == "urgent"
     resolve = next(term for term in tasks["primary"].deadlines if term.kind.value == "resolve")
     assert (resolve.amount, resolve.unit.value) == (2, "hours")
+
+
+async def test_petition_reaches_its_units_without_the_petitioners_identity(hub: Hub, receiver: Receiver) -> None:
+    case = {
+        "case_no": f"XF-{uuid.uuid4().hex[:10]}",
+        "form": "网上信访",
+        "registered_at": "2026-11-20T09:10:00+08:00",
+        "petitioner": {"name": "李秀英", "phone": "13903711234", "address": "河西乡王庄村三组"},
+        "demands": "反映邻居盖房占用我家宅基地半米，两家多次发生纠纷，村里调解没有结果。",
+        "complained_unit": "河西乡王庄村村委会",
+        "district": "河西乡",
+        "grid_code": "PA-HX-02-001",
+    }
+    async with httpx.AsyncClient(base_url=hub.url("adapters"), timeout=10) as client:
+        response = await client.post("/v1/petitions", json=case, headers={"X-Api-Key": "dev-petition-key"})
+    assert response.status_code == 202, response.text
+    deliveries = await receiver.wait_for(response.json()["event_id"], 2)
+    assert {d.body["unit_code"] for d in deliveries} == {"PA-HX", "PA-SFJ"}
+    for delivery in deliveries:
+        raw_body = str(delivery.body)
+        for secret in ("李秀英", "13903711234", "王庄村三组"):
+            assert secret not in raw_body, f"{secret} reached {delivery.body['unit_code']}"

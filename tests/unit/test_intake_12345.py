@@ -63,7 +63,7 @@ def rejection(payload: dict[str, Any], **kwargs: Any) -> PermanentError:
 
 def test_registry_routes_each_channel_to_its_normaliser() -> None:
     assert NORMALISERS[Channel.HOTLINE_12345] is normalise_12345
-    assert set(NORMALISERS) == {Channel.HOTLINE_12345, Channel.POLICE_110}
+    assert set(NORMALISERS) == {Channel.HOTLINE_12345, Channel.POLICE_110, Channel.PETITION}
 
 
 def test_valid_order_becomes_canonical_event() -> None:
@@ -84,7 +84,7 @@ def test_valid_order_becomes_canonical_event() -> None:
     assert event.reporter.name == "王秀兰"
     assert event.reporter.phone == "138-3712-4567"
     assert event.reporter.anonymous is False
-    assert event.reporter.personal_fields == ("name", "phone")
+    assert event.reporter.personal_fields == ("name", "phone", "address")
     assert event.location.model_dump() == {
         "address": "平安县城关镇东街幸福里小区3号楼",
         "district": "城关镇",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from gridhub.kernel.errors import PermanentError
 from schemas import Channel, EventNormalised, ReportReceived
 from services.intake.channels.hotline12345 import normalise_12345
+from services.intake.channels.petition import normalise_petition
 from services.intake.channels.police110 import normalise_110
 
 Normaliser = Callable[[ReportReceived, str], EventNormalised]
@@ -14,6 +15,7 @@ Normaliser = Callable[[ReportReceived, str], EventNormalised]
 NORMALISERS: dict[Channel, Normaliser] = {
     Channel.HOTLINE_12345: normalise_12345,
     Channel.POLICE_110: normalise_110,
+    Channel.PETITION: normalise_petition,
 }
 
 
