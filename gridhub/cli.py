@@ -125,7 +125,9 @@ def topics_list() -> None:
 
 @schemas_app.command("generate")
 def schemas_generate() -> None:
-    """Write schemas/json/*.schema.json and the adapters' openapi.json from the code."""
+    """Write schemas/json/*.schema.json, schemas/asyncapi.json and the adapters' openapi.json from the code."""
+    from gridhub import __version__
+    from schemas.asyncapi import ASYNCAPI_PATH, render_asyncapi
     from schemas.jsonschema import write_all
     from services.adapters.openapi import OPENAPI_PATH, render_openapi
 
@@ -133,17 +135,23 @@ def schemas_generate() -> None:
         typer.echo(f"wrote {path}")
     OPENAPI_PATH.write_text(render_openapi(), encoding="utf-8")
     typer.echo(f"wrote {OPENAPI_PATH}")
+    ASYNCAPI_PATH.write_text(render_asyncapi(__version__), encoding="utf-8")
+    typer.echo(f"wrote {ASYNCAPI_PATH}")
 
 
 @schemas_app.command("check")
 def schemas_check() -> None:
-    """Exit 1 when a checked-in JSON Schema or OpenAPI file is stale."""
+    """Exit 1 when a checked-in JSON Schema, AsyncAPI or OpenAPI file is stale."""
+    from gridhub import __version__
+    from schemas.asyncapi import ASYNCAPI_PATH, render_asyncapi
     from schemas.jsonschema import stale_files
     from services.adapters.openapi import OPENAPI_PATH, render_openapi
 
     stale = stale_files()
     if not OPENAPI_PATH.exists() or OPENAPI_PATH.read_text("utf-8") != render_openapi():
         stale.append(OPENAPI_PATH)
+    if not ASYNCAPI_PATH.exists() or ASYNCAPI_PATH.read_text("utf-8") != render_asyncapi(__version__):
+        stale.append(ASYNCAPI_PATH)
     for path in stale:
         typer.echo(f"stale: {path}", err=True)
     raise typer.Exit(1 if stale else 0)

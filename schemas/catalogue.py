@@ -27,6 +27,8 @@ class TopicSpec:
     cleanup_policy: str
     retention_ms: int
     description: str
+    producers: tuple[str, ...] = ()
+    consumers: tuple[str, ...] = ()
 
     def config(self) -> dict[str, str]:
         """Topic-level configs to create it with."""
@@ -52,6 +54,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
             cleanup_policy="delete",
             retention_ms=90 * DAY_MS,
             description=f"Reports as received from the {channel.value} channel, untouched, for audit and replay.",
+            producers=("adapters",),
+            consumers=("intake",),
         )
         for channel in Channel
     ),
@@ -63,6 +67,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         cleanup_policy="delete",
         retention_ms=90 * DAY_MS,
         description="Canonical events after validation, normalisation and deduplication.",
+        producers=("intake",),
+        consumers=("router",),
     ),
     TopicSpec(
         name="events.deadletter",
@@ -72,6 +78,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         cleanup_policy="delete",
         retention_ms=365 * DAY_MS,
         description="Messages a stage rejected permanently, with the reason and original bytes.",
+        producers=("intake", "router", "sla", "notifier"),
+        consumers=(),
     ),
     TopicSpec(
         name="tasks.dispatched",
@@ -81,6 +89,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         cleanup_policy="delete",
         retention_ms=365 * DAY_MS,
         description="Tasks routed to units, one per unit and role.",
+        producers=("router",),
+        consumers=("sla", "notifier"),
     ),
     TopicSpec(
         name="tasks.updates",
@@ -90,6 +100,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         cleanup_policy="delete",
         retention_ms=365 * DAY_MS,
         description="Units' updates on their tasks (accepted, contacted, resolved...).",
+        producers=("adapters",),
+        consumers=("sla",),
     ),
     TopicSpec(
         name="tasks.status",
@@ -99,6 +111,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         cleanup_policy="compact",
         retention_ms=-1,
         description="The SLA service's latest view of each task (compacted).",
+        producers=("sla",),
+        consumers=(),
     ),
     TopicSpec(
         name="sla.alerts",
@@ -107,7 +121,9 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         partitions=PARTITIONS,
         cleanup_policy="delete",
         retention_ms=90 * DAY_MS,
-        description="SLA warnings, overdue alerts and escalations for the notifier.",
+        description="SLA warnings, overdue alerts and escalations for the notifier (produced from the SLA issue on).",
+        producers=(),
+        consumers=(),
     ),
     TopicSpec(
         name="deliveries.results",
@@ -117,6 +133,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         cleanup_policy="delete",
         retention_ms=90 * DAY_MS,
         description="Outcome of each webhook delivery with its attempts.",
+        producers=("notifier",),
+        consumers=(),
     ),
 )
 

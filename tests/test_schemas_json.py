@@ -40,3 +40,32 @@ def test_checked_in_openapi_is_fresh() -> None:
     document = json.loads(OPENAPI_PATH.read_text("utf-8"))
     assert {"/v1/12345/work-orders", "/v1/110/incidents", "/v1/tasks/{task_id}/updates"} <= set(document["paths"])
     assert "Problem" in document["components"]["schemas"]
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "$ref" and isinstance(v, str)] + [
+            r for v in node.values() for r in _refs(v)
+        ]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def test_checked_in_asyncapi_is_fresh_and_every_reference_resolves() -> None:
+    from gridhub import __version__
+    from schemas.asyncapi import ASYNCAPI_PATH, render_asyncapi
+
+    text = ASYNCAPI_PATH.read_text("utf-8")
+    assert text == render_asyncapi(__version__), "run `make schemas` and commit"
+    document = json.loads(text)
+    assert document["asyncapi"] == "3.0.0"
+    assert {c["address"] for c in document["channels"].values()} == {f"gridhub.{s.name}" for s in CATALOGUE}
+    for ref in _refs(document):
+        node: object = document
+        for part in ref.removeprefix("#/").split("/"):
+            assert isinstance(node, dict) and part in node, f"unresolved {ref}"
+            node = node[part]
+    raw = document["channels"]["raw-12345"]
+    assert raw["bindings"]["kafka"]["topicConfiguration"]["cleanup.policy"] == ["delete"]
+    assert {op["action"] for op in document["operations"].values()} == {"send", "receive"}
