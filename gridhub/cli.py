@@ -196,6 +196,28 @@ def demo_simulate(
     asyncio.run(simulate(url, api_key, rate, count))
 
 
+@app.command("import")
+def import_file(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .jsonl or .csv file of reports.")],
+    source: Annotated[str, typer.Option(help="Channel of the file: 12345, 110 or petition.")] = "12345",
+    rejects: Annotated[Path | None, typer.Option(help="Where rejected rows go (JSON lines).")] = None,
+) -> None:
+    """Backfill a channel from a file onto its raw topic; intake validates, dedupes and dead-letters as usual."""
+    from gridhub.importer import run_import
+    from schemas import Channel
+    from services.adapters.channels import JSON_CHANNELS
+
+    importable = {spec.channel.value: spec.channel for spec in JSON_CHANNELS}
+    if source not in importable:
+        raise typer.BadParameter(
+            f"{source!r} cannot be imported from a file; one of {sorted(importable)}", param_hint="--source"
+        )
+    channel: Channel = importable[source]
+    rejects_path = rejects or file.with_name(f"{file.stem}.rejected.jsonl")
+    summary = run_import(channel, file, rejects_path)
+    typer.echo(json.dumps({**summary.as_dict(), "rejects_file": str(rejects_path)}, ensure_ascii=False))
+
+
 @app.command()
 def version() -> None:
     """Print the GridHub version."""

@@ -2,11 +2,9 @@
 
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
@@ -21,71 +19,17 @@ from gridhub.kernel.health import Health
 from gridhub.kernel.http import install_problem_handlers, install_problem_openapi, ops_router, problem
 from gridhub.kernel.kafka import make_producer
 from gridhub.kernel.metrics import ServiceMetrics
-from schemas import Channel, ReportReceived, TaskUpdated, UpdateKind, new_id
+from schemas import ReportReceived, TaskUpdated, UpdateKind, new_id
 from schemas.base import AwareDatetime, UlidStr
 from schemas.catalogue import RAW_TOPICS
 from schemas.update import REQUIRED_FIELDS, missing_required_field
 from services.adapters.auth import source_key_ok, unit_for_key
+from services.adapters.channels import ADAPTER_VERSION, JSON_CHANNELS, SOURCE_ID, SOURCE_ID_RULE_ZH, JsonChannel
 from services.adapters.settings import AdaptersSettings
 
 SERVICE = "adapters"
-FIELD_NEEDED_ZH = {"reason": "退回或暂停须说明原因", "satisfaction": "回访评价须给出 1-5 分满意度"}
-ADAPTER_VERSION = f"gridhub-adapters/{__version__}"
 log = logging.getLogger(__name__)
-
-
-# A channel's own id becomes part of the Kafka key: letters, digits and a few separators, no spaces.
-SOURCE_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.:/-]{0,63}$")
-SOURCE_ID_RULE_ZH = "必填，1-64 位字母、数字或 _ . : / -，以字母或数字开头"
-
-
-@dataclass(frozen=True)
-class JsonChannel:
-    """A channel that POSTs JSON: its route, the field holding its own id, and how the API documents it."""
-
-    channel: Channel
-    path: str
-    id_field: str
-    id_label_zh: str
-    tag: str
-    summary: str
-    description: str
-    invalid: str
-
-
-# The envelope is checked here (JSON object with the channel's id); intake validates the payload in full.
-JSON_CHANNELS = (
-    JsonChannel(
-        Channel.HOTLINE_12345,
-        "/v1/12345/work-orders",
-        "order_no",
-        "工单编号",
-        "12345 hotline",
-        "Receive one 12345 work order (工单)",
-        "Accept a work order as the hotline sends it; intake validates it in full.",
-        "Not a work order",
-    ),
-    JsonChannel(
-        Channel.POLICE_110,
-        "/v1/110/incidents",
-        "incident_no",
-        "警情编号",
-        "110 police dispatch",
-        "Receive one non-police incident handed on by 110 (非警务警情移交)",
-        "Accept an incident the 110 command system hands on; urgent ones get the 2-hour class downstream.",
-        "Not an incident",
-    ),
-    JsonChannel(
-        Channel.PETITION,
-        "/v1/petitions",
-        "case_no",
-        "信访件编号",
-        "petitions",
-        "Receive one petition case (信访件)",
-        "Accept a petition registered by the 信访 system; the petitioner is confidential from here on.",
-        "Not a petition case",
-    ),
-)
+FIELD_NEEDED_ZH = {"reason": "退回或暂停须说明原因", "satisfaction": "回访评价须给出 1-5 分满意度"}
 
 
 class Publisher(Protocol):

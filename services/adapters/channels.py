@@ -1,0 +1,73 @@
+"""The JSON channels the adapters accept, and the rule every channel's own id follows; pure."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gridhub import __version__
+from schemas import Channel
+
+ADAPTER_VERSION = f"gridhub-adapters/{__version__}"
+
+
+# A channel's own id becomes part of the Kafka key: letters, digits and a few separators, no spaces.
+SOURCE_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.:/-]{0,63}$")
+SOURCE_ID_RULE_ZH = "必填，1-64 位字母、数字或 _ . : / -，以字母或数字开头"
+
+
+@dataclass(frozen=True)
+class JsonChannel:
+    """A channel that POSTs JSON: its route, the field holding its own id, and how the API documents it."""
+
+    channel: Channel
+    path: str
+    id_field: str
+    id_label_zh: str
+    tag: str
+    summary: str
+    description: str
+    invalid: str
+
+
+# The envelope is checked here (JSON object with the channel's id); intake validates the payload in full.
+JSON_CHANNELS = (
+    JsonChannel(
+        Channel.HOTLINE_12345,
+        "/v1/12345/work-orders",
+        "order_no",
+        "工单编号",
+        "12345 hotline",
+        "Receive one 12345 work order (工单)",
+        "Accept a work order as the hotline sends it; intake validates it in full.",
+        "Not a work order",
+    ),
+    JsonChannel(
+        Channel.POLICE_110,
+        "/v1/110/incidents",
+        "incident_no",
+        "警情编号",
+        "110 police dispatch",
+        "Receive one non-police incident handed on by 110 (非警务警情移交)",
+        "Accept an incident the 110 command system hands on; urgent ones get the 2-hour class downstream.",
+        "Not an incident",
+    ),
+    JsonChannel(
+        Channel.PETITION,
+        "/v1/petitions",
+        "case_no",
+        "信访件编号",
+        "petitions",
+        "Receive one petition case (信访件)",
+        "Accept a petition registered by the 信访 system; the petitioner is confidential from here on.",
+        "Not a petition case",
+    ),
+)
+
+
+def channel_spec(channel: Channel) -> JsonChannel:
+    """The JSON channel description of a channel; KeyError names the ones there are."""
+    for spec in JSON_CHANNELS:
+        if spec.channel is channel:
+            return spec
+    raise KeyError(f"{channel.value} is not a JSON channel; these are: {[s.channel.value for s in JSON_CHANNELS]}")
