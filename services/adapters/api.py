@@ -23,7 +23,7 @@ from schemas import ReportReceived, TaskUpdated, UpdateKind, new_id
 from schemas.base import AwareDatetime, UlidStr
 from schemas.catalogue import RAW_TOPICS
 from schemas.update import REQUIRED_FIELDS, missing_required_field
-from services.adapters.auth import source_key_ok, unit_for_key
+from services.adapters.auth import source_key_ok, source_signature_ok, unit_for_key
 from services.adapters.channels import ADAPTER_VERSION, JSON_CHANNELS, SOURCE_ID, SOURCE_ID_RULE_ZH, JsonChannel
 from services.adapters.settings import AdaptersSettings
 
@@ -162,10 +162,25 @@ def create_api(
     def json_channel_endpoint(spec: JsonChannel) -> Callable[..., Awaitable[Response]]:
         channel = spec.channel
 
-        async def receive(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> Response:
-            if not source_key_ok(settings.source_keys, channel.value, x_api_key):
+        async def receive(
+            request: Request,
+            x_api_key: Annotated[str | None, Header(description="The channel's API key.")] = None,
+            x_timestamp: Annotated[str | None, Header(description="Unix seconds, with X-Signature.")] = None,
+            x_signature: Annotated[
+                str | None,
+                Header(description='Instead of a key: "sha256=" + hex HMAC-SHA256 of "X-Timestamp." + body.'),
+            ] = None,
+        ) -> Response:
+            signed = x_signature is not None and source_signature_ok(
+                settings.source_hmac_secrets, channel.value, x_timestamp, x_signature, await request.body(), time.time()
+            )
+            if not signed and not source_key_ok(settings.source_keys, channel.value, x_api_key):
                 metrics.reports.labels(channel.value, "unauthorised").inc()
-                return problem(401, "缺少或错误的 X-Api-Key。", headers={"WWW-Authenticate": "ApiKey"})
+                return problem(
+                    401,
+                    "缺少或错误的 X-Api-Key，或签名（X-Timestamp、X-Signature）无效或已过期。",
+                    headers={"WWW-Authenticate": "ApiKey"},
+                )
             data = await json_object(request)
             if isinstance(data, Response):
                 metrics.reports.labels(channel.value, "rejected").inc()

@@ -21,6 +21,10 @@ class AdaptersSettings(BaseSettings):
     source_keys: dict[str, str] = Field(
         default_factory=lambda: dict(DEV_SOURCE_KEYS), description="Channel -> API key, as JSON."
     )
+    source_hmac_secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Channel -> HMAC secret, as JSON: a source may sign (X-Timestamp, X-Signature) instead of a key.",
+    )
     unit_keys: dict[str, str] = Field(
         default_factory=dict,
         description="Unit code -> API key, as JSON. Empty in dev mode means 'dev-<unit code>' is accepted.",
@@ -31,4 +35,6 @@ class AdaptersSettings(BaseSettings):
     def _safe_in_prod(self) -> AdaptersSettings:
         require_secret(self.common.mode, "GRIDHUB_ADAPTERS_SOURCE_KEYS", self.source_keys)
         require_secret(self.common.mode, "GRIDHUB_ADAPTERS_UNIT_KEYS", self.unit_keys)
+        if self.source_hmac_secrets:
+            require_secret(self.common.mode, "GRIDHUB_ADAPTERS_SOURCE_HMAC_SECRETS", self.source_hmac_secrets)
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -17,10 +18,12 @@ from ulid import ULID
 from gridhub.kernel.settings import CommonSettings
 from schemas import Channel, ReportReceived, TaskUpdated, UpdateKind
 from services.adapters.api import ADAPTER_VERSION, create_api
+from services.adapters.auth import body_signature
 from services.adapters.settings import AdaptersSettings
 
 API_KEY = "test-12345-key"
 POLICE_KEY = "test-110-key"
+HMAC_SECRET = "110-指挥中心-共享密钥-2026"
 TASK_ID = "01KAFZ0M3DY89XFXAKDNGGSZDK"
 CST = timezone(timedelta(hours=8))
 PROBLEM = "application/problem+json"
@@ -75,6 +78,7 @@ def app(publisher: FakePublisher) -> FastAPI:
     settings = AdaptersSettings(
         common=CommonSettings(mode="dev", topic_prefix="gridhub."),
         source_keys={"12345": API_KEY, "110": POLICE_KEY},
+        source_hmac_secrets={"110": HMAC_SECRET},
         unit_keys={},
         max_body_bytes=4096,
     )
@@ -155,7 +159,7 @@ async def test_padded_order_no_is_refused_not_silently_changed(
 async def test_missing_or_wrong_api_key(client: httpx.AsyncClient, publisher: FakePublisher, key: str | None) -> None:
     response = await post_order(client, key=key)
     body = assert_problem(response, 401, "未认证：缺少或错误的密钥")
-    assert body["detail"] == "缺少或错误的 X-Api-Key。"
+    assert body["detail"] == "缺少或错误的 X-Api-Key，或签名（X-Timestamp、X-Signature）无效或已过期。"
     assert response.headers["www-authenticate"] == "ApiKey"
     assert publisher.records == []
 
@@ -378,4 +382,45 @@ async def test_110_without_incident_no_names_the_field(client: httpx.AsyncClient
     problem_body = assert_problem(response, 422, "请求内容校验未通过")
     assert problem_body["errors"][0]["field"] == "incident_no"
     assert "警情编号" in problem_body["detail"]
+    assert publisher.records == []
+
+
+def signed_headers(body: bytes, secret: str = HMAC_SECRET, at: float | None = None) -> dict[str, str]:
+    timestamp = str(int(time.time() if at is None else at))
+    return {
+        "content-type": "application/json",
+        "x-timestamp": timestamp,
+        "x-signature": body_signature(secret, timestamp, body),
+    }
+
+
+async def test_110_may_sign_instead_of_sending_a_key(client: httpx.AsyncClient, publisher: FakePublisher) -> None:
+    body = json.dumps(INCIDENT, ensure_ascii=False).encode()
+    response = await client.post("/v1/110/incidents", content=body, headers=signed_headers(body))
+    assert response.status_code == 202, response.text
+    assert len(publisher.records) == 1
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["body", "secret", "stale", "future", "no-timestamp", "other-channel"],
+)
+async def test_bad_signature_is_401(client: httpx.AsyncClient, publisher: FakePublisher, tamper: str) -> None:
+    body = json.dumps(INCIDENT, ensure_ascii=False).encode()
+    headers = signed_headers(body)
+    path = "/v1/110/incidents"
+    if tamper == "body":
+        body = body.replace("燃气".encode(), "火情".encode())
+    elif tamper == "secret":
+        headers = signed_headers(body, secret="猜的密钥")
+    elif tamper == "stale":
+        headers = signed_headers(body, at=time.time() - 301)
+    elif tamper == "future":
+        headers = signed_headers(body, at=time.time() + 301)
+    elif tamper == "no-timestamp":
+        del headers["x-timestamp"]
+    else:
+        path = "/v1/12345/work-orders"  # 12345 has no HMAC secret configured
+    response = await client.post(path, content=body, headers=headers)
+    assert_problem(response, 401, "未认证：缺少或错误的密钥")
     assert publisher.records == []
