@@ -13,6 +13,7 @@ from schemas.event import (
     Urgency,
 )
 from schemas.raw import Channel, ReportReceived
+from schemas.selfresolved import SelfResolvedRecorded
 from schemas.sla import AlertKind, Clock, SlaAlertRaised, TaskStatus, TaskStatusChanged
 from schemas.task import (
     ClockKind,
@@ -45,6 +46,7 @@ __all__ = [
     "ReportReceived",
     "Reporter",
     "RoutingDecision",
+    "SelfResolvedRecorded",
     "SlaAlertRaised",
     "SourceRef",
     "TaskDispatched",

@@ -9,6 +9,7 @@ from schemas.deadletter import ReportDeadLettered
 from schemas.delivery import DeliveryRecorded
 from schemas.event import EventNormalised
 from schemas.raw import Channel, ReportReceived
+from schemas.selfresolved import SelfResolvedRecorded
 from schemas.sla import SlaAlertRaised, TaskStatusChanged
 from schemas.task import TaskDispatched
 from schemas.update import TaskUpdated
@@ -69,6 +70,17 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         description="Canonical events after validation, normalisation and deduplication.",
         producers=("intake",),
         consumers=("router",),
+    ),
+    TopicSpec(
+        name="events.self-resolved",
+        key="event_id",
+        value_model=SelfResolvedRecorded,
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=365 * DAY_MS,
+        description="Reports grid workers resolved on the spot (小事就地办结): recorded and counted, not dispatched.",
+        producers=("intake",),
+        consumers=(),
     ),
     TopicSpec(
         name="events.deadletter",

@@ -62,6 +62,16 @@ JSON_CHANNELS = (
         "Accept a petition registered by the 信访 system; the petitioner is confidential from here on.",
         "Not a petition case",
     ),
+    JsonChannel(
+        Channel.GRID_APP,
+        "/v1/gridapp/reports",
+        "report_no",
+        "上报编号",
+        "grid app",
+        "Receive one grid worker's report (网格上报), photos as URLs",
+        "Accept a grid worker's report; one marked self_resolved is recorded and counted, not dispatched.",
+        "Not a grid report",
+    ),
 )
 
 

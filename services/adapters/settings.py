@@ -7,7 +7,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gridhub.kernel.settings import CommonSettings, require_secret
 
-DEV_SOURCE_KEYS = {"12345": "dev-12345-key", "110": "dev-110-key", "petition": "dev-petition-key"}
+DEV_SOURCE_KEYS = {
+    "12345": "dev-12345-key",
+    "110": "dev-110-key",
+    "petition": "dev-petition-key",
+    "gridapp": "dev-gridapp-key",
+}
 
 
 class AdaptersSettings(BaseSettings):

@@ -17,7 +17,7 @@ from gridhub.kernel.service import prepare, run_worker
 from gridhub.kernel.streams import DeadLetters, bytes_topic
 from schemas import Channel, ReportReceived
 from schemas.catalogue import RAW_TOPICS
-from services.intake.channels import normalise
+from services.intake.channels import normalise, self_resolved
 from services.intake.settings import IntakeSettings
 
 SERVICE = "intake"
@@ -42,6 +42,7 @@ def create_app(settings: IntakeSettings, registry: CollectorRegistry) -> faust.A
 
     raw_topics = bytes_topic(app, common, *(RAW_TOPICS[c] for c in Channel))
     events_out = bytes_topic(app, common, "events.normalised")
+    resolved_out = bytes_topic(app, common, "events.self-resolved")
     dead_letters = DeadLetters(app, common, SERVICE, registry)
     # source:source_id -> event id. Raw topics are keyed by that, so each partition dedupes its own keys.
     seen = app.Table("seen-reports", default=None, key_type=bytes)
@@ -64,6 +65,12 @@ def create_app(settings: IntakeSettings, registry: CollectorRegistry) -> faust.A
                 log.info("duplicate report", extra={"dedupe_key": raw.dedupe_key, "event_id": known})
                 continue
             try:
+                record = self_resolved(raw, raw.proposed_event_id)
+                if record is not None:
+                    await resolved_out.send(key=record.event.event_id.encode(), value=record.to_bytes())
+                    seen[raw.dedupe_key.encode()] = record.event.event_id
+                    metrics.events.labels(channel, "self-resolved").inc()
+                    continue
                 normalised = normalise(raw, raw.proposed_event_id)
             except PermanentError as exc:
                 await dead_letters.event(event, exc.reason, exc.detail, causation_id=raw.message_id)

@@ -28,7 +28,7 @@ async def _publisher() -> RecordingPublisher:
 APP = create_api(
     AdaptersSettings(
         common=CommonSettings(mode="dev"),
-        source_keys={"12345": "k-12345", "110": "k-110", "petition": "k-petition"},
+        source_keys={"12345": "k-12345", "110": "k-110", "petition": "k-petition", "gridapp": "k-gridapp"},
         unit_keys={},
     ),
     CollectorRegistry(),
@@ -42,6 +42,7 @@ AUTH = {
     "/v1/12345/work-orders": {"X-Api-Key": "k-12345"},
     "/v1/110/incidents": {"X-Api-Key": "k-110"},
     "/v1/petitions": {"X-Api-Key": "k-petition"},
+    "/v1/gridapp/reports": {"X-Api-Key": "k-gridapp"},
     "/v1/tasks/{task_id}/updates": {"Authorization": "Bearer dev-PA-CG"},
 }
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from schemas import EventNormalised, ReportDeadLettered, TaskDispatched
+from schemas import EventNormalised, ReportDeadLettered, SelfResolvedRecorded, TaskDispatched
 from tests.e2e.conftest import FAIL_FIRST_MARKER, Hub, Receiver, tail_logs
 
 pytestmark = pytest.mark.broker
@@ -220,3 +220,41 @@ async def test_petition_reaches_its_units_without_the_petitioners_identity(hub: 
         raw_body = str(delivery.body)
         for secret in ("李秀英", "13903711234", "王庄村三组"):
             assert secret not in raw_body, f"{secret} reached {delivery.body['unit_code']}"
+
+
+async def test_grid_report_is_dispatched_and_a_self_resolved_one_only_recorded(hub: Hub, receiver: Receiver) -> None:
+    base = {
+        "worker_id": "WGY-0317",
+        "grid_code": "PA-CG-01-001",
+        "reported_at": "2026-11-20T08:40:00+08:00",
+        "photos": ["https://oss.pingan.example/wg/0317/a1.jpg"],
+    }
+    to_dispatch = {
+        **base,
+        "report_no": f"WG-{uuid.uuid4().hex[:10]}",
+        "category": "设施故障",
+        "description": "幸福小区3号楼下水道堵塞反流，需要疏通主管道。",
+    }
+    done = {
+        **base,
+        "report_no": f"WG-{uuid.uuid4().hex[:10]}",
+        "category": "安全隐患",
+        "description": "楼道杂物堵塞消防通道，已劝导清理。",
+        "self_resolved": True,
+        "resolved_at": "2026-11-20T09:05:00+08:00",
+        "resolution": "已现场清理",
+    }
+    headers = {"X-Api-Key": "dev-gridapp-key"}
+    async with httpx.AsyncClient(base_url=hub.url("adapters"), timeout=10) as client:
+        dispatched = await client.post("/v1/gridapp/reports", json=to_dispatch, headers=headers)
+        resolved = await client.post("/v1/gridapp/reports", json=done, headers=headers)
+    assert dispatched.status_code == resolved.status_code == 202
+    deliveries = await receiver.wait_for(dispatched.json()["event_id"], 2)
+    primary = next(d.body for d in deliveries if d.body["role"] == "primary")
+    assert primary["unit_code"] == "PA-CG" and primary["decision"]["rule"] == "channel-category"
+
+    records = await read_topic(hub, "events.self-resolved", lambda v: done["report_no"].encode() in v)
+    record = SelfResolvedRecorded.model_validate_json(records[0])
+    assert record.event.event_id == resolved.json()["event_id"]
+    assert record.worker_id == "WGY-0317"
+    assert receiver.delivered(resolved.json()["event_id"]) == []  # recorded, never sent to a unit

@@ -63,7 +63,7 @@ def rejection(payload: dict[str, Any], **kwargs: Any) -> PermanentError:
 
 def test_registry_routes_each_channel_to_its_normaliser() -> None:
     assert NORMALISERS[Channel.HOTLINE_12345] is normalise_12345
-    assert set(NORMALISERS) == {Channel.HOTLINE_12345, Channel.POLICE_110, Channel.PETITION}
+    assert set(NORMALISERS) == {Channel.HOTLINE_12345, Channel.POLICE_110, Channel.PETITION, Channel.GRID_APP}
 
 
 def test_valid_order_becomes_canonical_event() -> None:

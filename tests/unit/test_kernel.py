@@ -269,6 +269,7 @@ def test_catalogue_covers_every_channel_and_stage() -> None:
     assert names[:5] == [f"raw.{c.value}" for c in Channel]
     assert names[5:] == [
         "events.normalised",
+        "events.self-resolved",
         "events.deadletter",
         "tasks.dispatched",
         "tasks.updates",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gridhub.kernel.errors import PermanentError
-from schemas import Channel, EventNormalised, ReportReceived
+from schemas import Channel, EventNormalised, ReportReceived, SelfResolvedRecorded
+from services.intake.channels.gridapp import normalise_gridapp, self_resolved_record
 from services.intake.channels.hotline12345 import normalise_12345
 from services.intake.channels.petition import normalise_petition
 from services.intake.channels.police110 import normalise_110
@@ -16,6 +17,7 @@ NORMALISERS: dict[Channel, Normaliser] = {
     Channel.HOTLINE_12345: normalise_12345,
     Channel.POLICE_110: normalise_110,
     Channel.PETITION: normalise_petition,
+    Channel.GRID_APP: normalise_gridapp,
 }
 
 
@@ -25,3 +27,8 @@ def normalise(raw: ReportReceived, event_id: str) -> EventNormalised:
     if normaliser is None:
         raise PermanentError("unsupported-channel", f"no normaliser for channel {raw.source.value!r} yet")
     return normaliser(raw, event_id)
+
+
+def self_resolved(raw: ReportReceived, event_id: str) -> SelfResolvedRecorded | None:
+    """The record of a report resolved on the spot (grid app only), or None when it must be dispatched."""
+    return self_resolved_record(raw, event_id) if raw.source is Channel.GRID_APP else None
