@@ -199,7 +199,7 @@ def demo_simulate(
 @app.command("import")
 def import_file(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .jsonl or .csv file of reports.")],
-    source: Annotated[str, typer.Option(help="Channel of the file: 12345, 110 or petition.")] = "12345",
+    source: Annotated[str, typer.Option(help="Channel of the file: 12345, 110, petition or gridapp.")] = "12345",
     rejects: Annotated[Path | None, typer.Option(help="Where rejected rows go (JSON lines).")] = None,
 ) -> None:
     """Backfill a channel from a file onto its raw topic; intake validates, dedupes and dead-letters as usual."""
