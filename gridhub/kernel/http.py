@@ -90,7 +90,9 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 PROBLEM_STATUSES = {
     "400": "Body is not UTF-8 JSON",
     "401": "Missing or wrong key",
+    "404": "No such resource",
     "413": "Body too large",
+    "415": "Unsupported media type (photos: JPEG, PNG or WebP only)",
     "422": "Validation failed (field by field in `errors`)",
     "503": "Message bus unavailable; retry after the Retry-After header",
 }

@@ -19,12 +19,14 @@ from gridhub.kernel.health import Health
 from gridhub.kernel.http import install_problem_handlers, install_problem_openapi, ops_router, problem
 from gridhub.kernel.kafka import make_producer
 from gridhub.kernel.metrics import ServiceMetrics
-from schemas import ReportReceived, TaskUpdated, UpdateKind, new_id
+from schemas import Channel, ReportReceived, TaskUpdated, UpdateKind, new_id
 from schemas.base import AwareDatetime, UlidStr
 from schemas.catalogue import RAW_TOPICS
 from schemas.update import REQUIRED_FIELDS, missing_required_field
+from services.adapters.attachments import PhotoStore
 from services.adapters.auth import source_key_ok, source_signature_ok, unit_for_key
 from services.adapters.channels import ADAPTER_VERSION, JSON_CHANNELS, SOURCE_ID, SOURCE_ID_RULE_ZH, JsonChannel
+from services.adapters.photos_api import photo_router
 from services.adapters.settings import AdaptersSettings
 
 SERVICE = "adapters"
@@ -159,9 +161,48 @@ def create_api(
             return problem(422, "请求体应为 JSON 对象。", errors=[{"field": "(body)", "message": "应为 JSON 对象"}])
         return data
 
-    def json_channel_endpoint(spec: JsonChannel) -> Callable[..., Awaitable[Response]]:
-        channel = spec.channel
+    async def authenticate_source(
+        channel: Channel, request: Request, api_key: str | None, timestamp: str | None, signature: str | None
+    ) -> Response | None:
+        signed = signature is not None and source_signature_ok(
+            settings.source_hmac_secrets, channel.value, timestamp, signature, await request.body(), time.time()
+        )
+        if signed or source_key_ok(settings.source_keys, channel.value, api_key):
+            return None
+        metrics.reports.labels(channel.value, "unauthorised").inc()
+        return problem(
+            401,
+            "缺少或错误的 X-Api-Key，或签名（X-Timestamp、X-Signature）无效或已过期。",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )
 
+    async def accept(spec: JsonChannel, data: dict[str, Any]) -> Response:
+        channel = spec.channel
+        source_id = data.get(spec.id_field)
+        if not isinstance(source_id, str) or not SOURCE_ID.fullmatch(source_id):
+            metrics.reports.labels(channel.value, "rejected").inc()
+            return problem(
+                422,
+                f"缺少或无效的{spec.id_label_zh} {spec.id_field}。",
+                errors=[{"field": spec.id_field, "message": SOURCE_ID_RULE_ZH}],
+            )
+        raw = ReportReceived(
+            source=channel,
+            source_id=source_id,
+            proposed_event_id=new_id(),
+            received_at=datetime.now(UTC),
+            adapter_version=ADAPTER_VERSION,
+            payload=data,
+        )
+        failure = await publish(RAW_TOPICS[channel], raw.dedupe_key, raw.to_bytes())
+        if failure:
+            metrics.reports.labels(channel.value, "unavailable").inc()
+            return failure
+        metrics.reports.labels(channel.value, "accepted").inc()
+        body = Accepted(event_id=raw.proposed_event_id, source=channel.value, source_id=raw.source_id)
+        return JSONResponse(body.model_dump(), status_code=202)
+
+    def json_channel_endpoint(spec: JsonChannel) -> Callable[..., Awaitable[Response]]:
         async def receive(
             request: Request,
             x_api_key: Annotated[str | None, Header(description="The channel's API key.")] = None,
@@ -171,43 +212,14 @@ def create_api(
                 Header(description='Instead of a key: "sha256=" + hex HMAC-SHA256 of "X-Timestamp." + body.'),
             ] = None,
         ) -> Response:
-            signed = x_signature is not None and source_signature_ok(
-                settings.source_hmac_secrets, channel.value, x_timestamp, x_signature, await request.body(), time.time()
-            )
-            if not signed and not source_key_ok(settings.source_keys, channel.value, x_api_key):
-                metrics.reports.labels(channel.value, "unauthorised").inc()
-                return problem(
-                    401,
-                    "缺少或错误的 X-Api-Key，或签名（X-Timestamp、X-Signature）无效或已过期。",
-                    headers={"WWW-Authenticate": "ApiKey"},
-                )
+            refused = await authenticate_source(spec.channel, request, x_api_key, x_timestamp, x_signature)
+            if refused is not None:
+                return refused
             data = await json_object(request)
             if isinstance(data, Response):
-                metrics.reports.labels(channel.value, "rejected").inc()
+                metrics.reports.labels(spec.channel.value, "rejected").inc()
                 return data
-            source_id = data.get(spec.id_field)
-            if not isinstance(source_id, str) or not SOURCE_ID.fullmatch(source_id):
-                metrics.reports.labels(channel.value, "rejected").inc()
-                return problem(
-                    422,
-                    f"缺少或无效的{spec.id_label_zh} {spec.id_field}。",
-                    errors=[{"field": spec.id_field, "message": SOURCE_ID_RULE_ZH}],
-                )
-            raw = ReportReceived(
-                source=channel,
-                source_id=source_id,
-                proposed_event_id=new_id(),
-                received_at=datetime.now(UTC),
-                adapter_version=ADAPTER_VERSION,
-                payload=data,
-            )
-            failure = await publish(RAW_TOPICS[channel], raw.dedupe_key, raw.to_bytes())
-            if failure:
-                metrics.reports.labels(channel.value, "unavailable").inc()
-                return failure
-            metrics.reports.labels(channel.value, "accepted").inc()
-            body = Accepted(event_id=raw.proposed_event_id, source=channel.value, source_id=raw.source_id)
-            return JSONResponse(body.model_dump(), status_code=202)
+            return await accept(spec, data)
 
         receive.__doc__ = spec.description
         return receive
@@ -243,6 +255,17 @@ def create_api(
     def unit_of(authorization: Annotated[str | None, Header()] = None) -> str | None:
         token = authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None
         return unit_for_key(settings.unit_keys, token, common.mode == "dev")
+
+    app.include_router(
+        photo_router(
+            PhotoStore(common.data_dir / "attachments", settings.max_photo_bytes),
+            settings.max_photos,
+            settings.public_base_url or f"http://{settings.host}:{settings.port}",
+            authenticate_source,
+            accept,
+            unit_of,
+        )
+    )
 
     @app.post(
         "/v1/tasks/{task_id}/updates",

@@ -35,6 +35,11 @@ class AdaptersSettings(BaseSettings):
         description="Unit code -> API key, as JSON. Empty in dev mode means 'dev-<unit code>' is accepted.",
     )
     max_body_bytes: int = Field(1_048_576, gt=0)
+    max_photo_bytes: int = Field(10 * 1_048_576, gt=0, description="Largest photo accepted, in bytes.")
+    max_photos: int = Field(9, ge=1, le=50, description="Most photos on one grid report.")
+    public_base_url: str | None = Field(
+        None, description="Base URL units reach the adapters at (for photo links); http://host:port when unset."
+    )
 
     @model_validator(mode="after")
     def _safe_in_prod(self) -> AdaptersSettings:
