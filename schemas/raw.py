@@ -39,3 +39,12 @@ class ReportReceived(Message):
     def dedupe_key(self) -> str:
         """Key that identifies one report across retries: source + source id."""
         return f"{self.source.value}:{self.source_id}"
+
+
+# The field holding each channel's own id, in HTTP bodies and in bare payloads produced straight to raw topics.
+SOURCE_ID_FIELDS: dict[Channel, str] = {
+    Channel.HOTLINE_12345: "order_no",
+    Channel.POLICE_110: "incident_no",
+    Channel.PETITION: "case_no",
+    Channel.GRID_APP: "report_no",
+}

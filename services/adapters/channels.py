@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from gridhub import __version__
 from schemas import Channel
+from schemas.raw import SOURCE_ID_FIELDS
 
 ADAPTER_VERSION = f"gridhub-adapters/{__version__}"
 
@@ -35,7 +36,7 @@ JSON_CHANNELS = (
     JsonChannel(
         Channel.HOTLINE_12345,
         "/v1/12345/work-orders",
-        "order_no",
+        SOURCE_ID_FIELDS[Channel.HOTLINE_12345],
         "工单编号",
         "12345 hotline",
         "Receive one 12345 work order (工单)",
@@ -45,7 +46,7 @@ JSON_CHANNELS = (
     JsonChannel(
         Channel.POLICE_110,
         "/v1/110/incidents",
-        "incident_no",
+        SOURCE_ID_FIELDS[Channel.POLICE_110],
         "警情编号",
         "110 police dispatch",
         "Receive one non-police incident handed on by 110 (非警务警情移交)",
@@ -55,7 +56,7 @@ JSON_CHANNELS = (
     JsonChannel(
         Channel.PETITION,
         "/v1/petitions",
-        "case_no",
+        SOURCE_ID_FIELDS[Channel.PETITION],
         "信访件编号",
         "petitions",
         "Receive one petition case (信访件)",
@@ -65,7 +66,7 @@ JSON_CHANNELS = (
     JsonChannel(
         Channel.GRID_APP,
         "/v1/gridapp/reports",
-        "report_no",
+        SOURCE_ID_FIELDS[Channel.GRID_APP],
         "上报编号",
         "grid app",
         "Receive one grid worker's report (网格上报), photos as URLs",

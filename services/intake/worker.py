@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 
 import faust
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
 
 from gridhub.kernel.errors import PermanentError
 from gridhub.kernel.faust_app import make_faust_app
 from gridhub.kernel.metrics import ServiceMetrics
-from gridhub.kernel.problems import describe_validation_error
 from gridhub.kernel.service import prepare, run_worker
 from gridhub.kernel.streams import DeadLetters, bytes_topic
-from schemas import Channel, ReportReceived
+from schemas import Channel
 from schemas.catalogue import RAW_TOPICS
 from services.intake.channels import normalise, self_resolved
+from services.intake.envelope import read_report
 from services.intake.settings import IntakeSettings
 
 SERVICE = "intake"
@@ -41,6 +41,7 @@ def create_app(settings: IntakeSettings, registry: CollectorRegistry) -> faust.A
     prepare(app, SERVICE, registry)
 
     raw_topics = bytes_topic(app, common, *(RAW_TOPICS[c] for c in Channel))
+    channel_of_topic = {common.topic(RAW_TOPICS[c]): c for c in Channel}
     events_out = bytes_topic(app, common, "events.normalised")
     resolved_out = bytes_topic(app, common, "events.self-resolved")
     dead_letters = DeadLetters(app, common, SERVICE, registry)
@@ -51,12 +52,13 @@ def create_app(settings: IntakeSettings, registry: CollectorRegistry) -> faust.A
     async def normalise_reports(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             started = time.perf_counter()
-            channel = "unknown"
+            topic_channel = channel_of_topic.get(event.message.topic)
             try:
-                raw = ReportReceived.model_validate_json(event.value)
-            except ValidationError as exc:
-                await dead_letters.event(event, "malformed-envelope", describe_validation_error(exc))
-                metrics.events.labels(channel, "dead-lettered").inc()
+                produced_at = datetime.fromtimestamp(event.message.timestamp, UTC)
+                raw = read_report(topic_channel, event.value, produced_at)
+            except PermanentError as exc:
+                await dead_letters.event(event, exc.reason, exc.detail)
+                metrics.events.labels(topic_channel.value if topic_channel else "unknown", "dead-lettered").inc()
                 continue
             channel = raw.source.value
             known = seen.get(raw.dedupe_key.encode())

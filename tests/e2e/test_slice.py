@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import time
 import uuid
@@ -11,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas import EventNormalised, ReportDeadLettered, SelfResolvedRecorded, TaskDispatched
 from tests.e2e.conftest import FAIL_FIRST_MARKER, Hub, Receiver, tail_logs
@@ -258,3 +259,18 @@ async def test_grid_report_is_dispatched_and_a_self_resolved_one_only_recorded(h
     assert record.event.event_id == resolved.json()["event_id"]
     assert record.worker_id == "WGY-0317"
     assert receiver.delivered(resolved.json()["event_id"]) == []  # recorded, never sent to a unit
+
+
+async def test_a_source_can_produce_its_bare_payload_straight_to_the_raw_topic(hub: Hub, receiver: Receiver) -> None:
+    order_no = new_order_no()
+    producer = AIOKafkaProducer(bootstrap_servers=hub.common.kafka_bootstrap)
+    await producer.start()
+    try:
+        body = json.dumps(order(order_no), ensure_ascii=False).encode()
+        await producer.send_and_wait(hub.common.topic("raw.12345"), body, key=f"12345:{order_no}".encode())
+    finally:
+        await producer.stop()
+    events = await read_topic(hub, "events.normalised", lambda v: order_no.encode() in v)
+    event = EventNormalised.model_validate_json(events[0])
+    assert event.sources[0].source_id == order_no
+    assert {d.body["unit_code"] for d in await receiver.wait_for(event.event_id, 2)} == {"PA-CG", "PA-ZJJ"}
