@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -137,7 +138,17 @@ def create_app(
         async def get(self, request: Request, task_id: str) -> Response:
             value = clocks.get(task_id.encode())
             if value is None:
-                return self.json({"type": "about:blank", "title": "未找到该任务", "status": 404}, status=404)
+                problem = {
+                    "type": "about:blank",
+                    "title": "未找到该任务",
+                    "status": 404,
+                    "detail": f"SLA 服务没有任务 {task_id} 的计时（编号错误，或尚未派发）。",
+                }
+                return self.bytes(
+                    json.dumps(problem, ensure_ascii=False).encode(),
+                    content_type="application/problem+json",
+                    status=404,
+                )
             state = TaskClockState.model_validate(value)
             event = status_event(state, datetime.now(UTC), None)
             return self.bytes(event.to_bytes(), content_type="application/json")

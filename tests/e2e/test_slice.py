@@ -274,3 +274,11 @@ async def test_a_source_can_produce_its_bare_payload_straight_to_the_raw_topic(h
     event = EventNormalised.model_validate_json(events[0])
     assert event.sources[0].source_id == order_no
     assert {d.body["unit_code"] for d in await receiver.wait_for(event.event_id, 2)} == {"PA-CG", "PA-ZJJ"}
+
+
+async def test_sla_answers_an_unknown_task_with_a_problem(hub: Hub) -> None:
+    async with httpx.AsyncClient(base_url=hub.url("sla"), timeout=5) as sla:
+        response = await sla.get("/tasks/01KAFZ0M3DY89XFXAKDNGGSZDK")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["title"] == "未找到该任务"
