@@ -1,4 +1,5 @@
-"""Typed failures: retryable ones are tried again, permanent ones go to the dead-letter topic."""
+"""Typed failures: a permanent one goes to the dead-letter topic; anything else is a passing fault that
+propagates, so the message's offset is not committed past it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,3 @@ class PermanentError(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-class RetryableError(Exception):
-    """A passing failure (network, a peer down); the same message may succeed later."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from gridhub.kernel.errors import PermanentError
-from gridhub.kernel.problems import describe_validation_error
-from schemas import Attachment, EventNormalised, Location, Reporter, ReportReceived, SourceRef, Urgency
+from schemas import Attachment, EventNormalised, Location, Reporter, ReportReceived, Urgency
 from schemas.base import AwareDatetime
 from schemas.selfresolved import SelfResolvedRecorded
+from services.intake.channels.common import first_line, parse_payload, source_refs
 
 MAX_PHOTOS = 9  # what the app lets a worker attach to one report
 
@@ -40,26 +40,14 @@ class GridReport(BaseModel):
         return self
 
 
-def _parse(raw: ReportReceived) -> GridReport:
-    try:
-        report = GridReport.model_validate(raw.payload)
-    except ValidationError as exc:
-        raise PermanentError("invalid-payload", describe_validation_error(exc)) from None
-    if report.report_no != raw.source_id:
-        raise PermanentError(
-            "source-id-mismatch", f"report_no {report.report_no!r} differs from source_id {raw.source_id!r}"
-        )
-    return report
-
-
 def _event(raw: ReportReceived, event_id: str, report: GridReport) -> EventNormalised:
-    first_line = report.description.splitlines()[0]
+    headline = first_line(report.description)
     return EventNormalised(
         causation_id=raw.message_id,
         event_id=event_id,
-        sources=(SourceRef(source=raw.source, source_id=raw.source_id, raw_message_id=raw.message_id),),
+        sources=source_refs(raw),
         type=f"网格上报：{report.category or '未分类'}",
-        title=f"[网格 {report.grid_code}] {first_line[:60]}",
+        title=f"[网格 {report.grid_code}] {headline[:60]}",
         description=report.description,
         location=Location(address=report.address, grid_code=report.grid_code, lat=report.lat, lon=report.lon),
         # The reporter is the grid worker acting in office: no citizen's personal data here.
@@ -74,7 +62,7 @@ def _event(raw: ReportReceived, event_id: str, report: GridReport) -> EventNorma
 
 def normalise_gridapp(raw: ReportReceived, event_id: str) -> EventNormalised:
     """Validate a grid report to dispatch; a self-resolved one is refused here (see record_self_resolved)."""
-    report = _parse(raw)
+    report = parse_payload(GridReport, raw)
     if report.self_resolved:
         raise PermanentError("self-resolved", "self-resolved reports are recorded, not dispatched")
     return _event(raw, event_id, report)
@@ -84,7 +72,7 @@ def self_resolved_record(raw: ReportReceived, event_id: str) -> SelfResolvedReco
     """The record of a self-resolved grid report, or None when the report needs dispatching."""
     if raw.payload.get("self_resolved") is not True:
         return None
-    report = _parse(raw)
+    report = parse_payload(GridReport, raw)
     assert report.resolved_at is not None  # guaranteed by GridReport's validator
     return SelfResolvedRecorded(
         causation_id=raw.message_id,

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gridhub.kernel.errors import PermanentError
-from gridhub.kernel.problems import describe_validation_error
-from schemas import EventNormalised, Location, Reporter, ReportReceived, SourceRef, Urgency
+from schemas import EventNormalised, Location, Reporter, ReportReceived, Urgency
 from schemas.base import AwareDatetime
-
-
-def check_phone(value: str | None) -> str | None:
-    """A phone number of digits, + and - only (what hotline and 110 systems record)."""
-    if value is not None and not value.replace("-", "").replace("+", "").isdigit():
-        raise ValueError("电话号码只能包含数字、+ 和 -")
-    return value
+from services.intake.channels.common import check_phone, first_line, parse_payload, source_refs
 
 
 class AppealType(StrEnum):
@@ -59,24 +51,17 @@ class WorkOrder12345(BaseModel):
 
 
 def _title(order: WorkOrder12345) -> str:
-    first_line = order.content.splitlines()[0]
-    return f"[{order.appeal_type.value}] {first_line[:60]}"
+    headline = first_line(order.content)
+    return f"[{order.appeal_type.value}] {headline[:60]}"
 
 
 def normalise_12345(raw: ReportReceived, event_id: str) -> EventNormalised:
     """Validate a 12345 work order and build its canonical event."""
-    try:
-        order = WorkOrder12345.model_validate(raw.payload)
-    except ValidationError as exc:
-        raise PermanentError("invalid-payload", describe_validation_error(exc)) from None
-    if order.order_no != raw.source_id:
-        raise PermanentError(
-            "source-id-mismatch", f"order_no {order.order_no!r} differs from source_id {raw.source_id!r}"
-        )
+    order = parse_payload(WorkOrder12345, raw)
     return EventNormalised(
         causation_id=raw.message_id,
         event_id=event_id,
-        sources=(SourceRef(source=raw.source, source_id=raw.source_id, raw_message_id=raw.message_id),),
+        sources=source_refs(raw),
         type=order.appeal_type.value,
         title=_title(order),
         description=order.content,

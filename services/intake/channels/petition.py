@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gridhub.kernel.errors import PermanentError
-from gridhub.kernel.problems import describe_validation_error
-from schemas import EventNormalised, Location, Reporter, ReportReceived, SourceRef, Urgency
+from schemas import EventNormalised, Location, Reporter, ReportReceived, Urgency
 from schemas.base import AwareDatetime
-from services.intake.channels.hotline12345 import check_phone
+from services.intake.channels.common import check_phone, first_line, parse_payload, source_refs
 
 # 集体访: five or more people petitioning together is a group petition, handled as urgent.
 GROUP_PETITION_PEOPLE = 5
@@ -57,24 +55,17 @@ class Petition(BaseModel):
 
 def normalise_petition(raw: ReportReceived, event_id: str) -> EventNormalised:
     """Validate a petition; the petitioner is marked confidential, a group petition is urgent."""
-    try:
-        petition = Petition.model_validate(raw.payload)
-    except ValidationError as exc:
-        raise PermanentError("invalid-payload", describe_validation_error(exc)) from None
-    if petition.case_no != raw.source_id:
-        raise PermanentError(
-            "source-id-mismatch", f"case_no {petition.case_no!r} differs from source_id {raw.source_id!r}"
-        )
+    petition = parse_payload(Petition, raw)
     group = petition.people_count >= GROUP_PETITION_PEOPLE
     flags = tuple(flag for flag, on in (("repeat-petition", petition.repeat), ("group-petition", group)) if on)
     person = petition.petitioner
-    first_line = petition.demands.splitlines()[0]
+    headline = first_line(petition.demands)
     return EventNormalised(
         causation_id=raw.message_id,
         event_id=event_id,
-        sources=(SourceRef(source=raw.source, source_id=raw.source_id, raw_message_id=raw.message_id),),
+        sources=source_refs(raw),
         type=f"信访（{petition.form.value}）",
-        title=f"[信访{'·集体访' if group else ''}{'·重复' if petition.repeat else ''}] {first_line[:60]}",
+        title=f"[信访{'·集体访' if group else ''}{'·重复' if petition.repeat else ''}] {headline[:60]}",
         description=petition.demands,
         location=Location(address=petition.address, district=petition.district, grid_code=petition.grid_code),
         reporter=Reporter(

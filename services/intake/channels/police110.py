@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gridhub.kernel.errors import PermanentError
-from gridhub.kernel.problems import describe_validation_error
-from schemas import EventNormalised, Location, Reporter, ReportReceived, SourceRef, Urgency
+from schemas import EventNormalised, Location, Reporter, ReportReceived, Urgency
 from schemas.base import AwareDatetime
-from services.intake.channels.hotline12345 import WorkOrderUrgency, check_phone
+from services.intake.channels.common import check_phone, first_line, parse_payload, source_refs
+from services.intake.channels.hotline12345 import WorkOrderUrgency
 
 
 class PoliceIncident110(BaseModel):
@@ -34,21 +33,14 @@ class PoliceIncident110(BaseModel):
 
 def normalise_110(raw: ReportReceived, event_id: str) -> EventNormalised:
     """Validate a 110 hand-over and build its canonical event; the incident type is the channel's category."""
-    try:
-        incident = PoliceIncident110.model_validate(raw.payload)
-    except ValidationError as exc:
-        raise PermanentError("invalid-payload", describe_validation_error(exc)) from None
-    if incident.incident_no != raw.source_id:
-        raise PermanentError(
-            "source-id-mismatch", f"incident_no {incident.incident_no!r} differs from source_id {raw.source_id!r}"
-        )
-    first_line = incident.summary.splitlines()[0]
+    incident = parse_payload(PoliceIncident110, raw)
+    headline = first_line(incident.summary)
     return EventNormalised(
         causation_id=raw.message_id,
         event_id=event_id,
-        sources=(SourceRef(source=raw.source, source_id=raw.source_id, raw_message_id=raw.message_id),),
+        sources=source_refs(raw),
         type=f"非警务警情：{incident.incident_type}",
-        title=f"[110 {incident.incident_type}] {first_line[:60]}",
+        title=f"[110 {incident.incident_type}] {headline[:60]}",
         description=incident.summary,
         location=Location(
             address=incident.address,
