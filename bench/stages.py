@@ -20,7 +20,7 @@ from gridhub.up import command
 from schemas import Channel, ReportReceived, new_id
 from services.intake.channels import normalise
 from services.router.decide import build_tasks, decide
-from services.router.dutylist import load_duty_list
+from schemas.dutylist import load_duty_list
 
 
 @dataclass

@@ -12,9 +12,11 @@ from schemas.event import (
     SourceRef,
     Urgency,
 )
+from schemas.index import IndexOutcome, ReportIndexed
 from schemas.raw import Channel, ReportReceived
 from schemas.selfresolved import SelfResolvedRecorded
 from schemas.sla import AlertKind, Clock, SlaAlertRaised, TaskStatus, TaskStatusChanged
+from schemas.supplement import EventSupplemented
 from schemas.task import (
     ClockKind,
     ClockTerm,
@@ -40,9 +42,12 @@ __all__ = [
     "DeliveryRecorded",
     "DurationUnit",
     "EventNormalised",
+    "EventSupplemented",
+    "IndexOutcome",
     "Location",
     "Message",
     "ReportDeadLettered",
+    "ReportIndexed",
     "ReportReceived",
     "Reporter",
     "RoutingDecision",

@@ -8,9 +8,11 @@ from schemas.base import Message
 from schemas.deadletter import ReportDeadLettered
 from schemas.delivery import DeliveryRecorded
 from schemas.event import EventNormalised
+from schemas.index import ReportIndexed
 from schemas.raw import Channel, ReportReceived
 from schemas.selfresolved import SelfResolvedRecorded
 from schemas.sla import SlaAlertRaised, TaskStatusChanged
+from schemas.supplement import EventSupplemented
 from schemas.task import TaskDispatched
 from schemas.update import TaskUpdated
 
@@ -40,7 +42,7 @@ class TopicSpec:
 
 
 # Topics that a stage joins on the same key share a partition count (co-partitioning):
-# the five raw topics (intake's dedupe table), tasks.dispatched + tasks.updates (SLA's clocks).
+# the five raw topics and reports.index (intake's dedupe state), tasks.dispatched + tasks.updates (SLA's clocks).
 PARTITIONS = 6
 
 RAW_TOPICS: dict[Channel, str] = {channel: f"raw.{channel.value}" for channel in Channel}
@@ -70,6 +72,31 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         description="Canonical events after validation, normalisation and deduplication.",
         producers=("intake",),
         consumers=("router",),
+    ),
+    TopicSpec(
+        name="reports.index",
+        key="source:source_id",
+        value_model=ReportIndexed,
+        partitions=PARTITIONS,
+        cleanup_policy="compact",
+        retention_ms=-1,
+        description=(
+            "Which event each accepted source report became (compacted). Intake's dedupe state, co-partitioned "
+            "with the raw topics; the adapters read it to answer a repeated report with its existing event id."
+        ),
+        producers=("intake",),
+        consumers=("intake", "adapters"),
+    ),
+    TopicSpec(
+        name="events.supplements",
+        key="event_id",
+        value_model=EventSupplemented,
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=90 * DAY_MS,
+        description="Follow-ups that add a place, photos or words to an event already reported (WeChat).",
+        producers=("intake",),
+        consumers=(),
     ),
     TopicSpec(
         name="events.self-resolved",

@@ -21,7 +21,7 @@ from schemas import (
     Tier,
     Urgency,
 )
-from services.router.dutylist import TOWNSHIP, DutyList, Grid, Matter
+from schemas.dutylist import TOWNSHIP, DutyList, Grid, Matter
 
 # A grid centre further away than this does not place an event (coordinates outside the county).
 MAX_GRID_DISTANCE_KM = 5.0

@@ -17,7 +17,7 @@ from gridhub.kernel.service import prepare, run_worker
 from gridhub.kernel.streams import DeadLetters, bytes_topic
 from schemas import EventNormalised
 from services.router.decide import build_tasks, decide
-from services.router.dutylist import DutyList, load_duty_list
+from schemas.dutylist import DutyList, load_duty_list
 from services.router.settings import RouterSettings
 
 SERVICE = "router"

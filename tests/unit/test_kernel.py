@@ -269,6 +269,8 @@ def test_catalogue_covers_every_channel_and_stage() -> None:
     assert names[:5] == [f"raw.{c.value}" for c in Channel]
     assert names[5:] == [
         "events.normalised",
+        "reports.index",
+        "events.supplements",
         "events.self-resolved",
         "events.deadletter",
         "tasks.dispatched",

@@ -26,7 +26,7 @@ from schemas import (
     Urgency,
 )
 from services.router.decide import Assignment, build_tasks, classify, decide, locate, task_id_for
-from services.router.dutylist import DutyList, load_duty_list
+from schemas.dutylist import DutyList, load_duty_list
 
 CST = timezone(timedelta(hours=8))
 EVENT_ID = "01KAFZ0M3DB3XG7M2Q4J8K6P1Z"
@@ -41,7 +41,7 @@ def duty() -> DutyList:
 
 
 def sample_dict() -> dict[str, Any]:
-    text = resources.files("services.router").joinpath("data/dutylist.json").read_text("utf-8")
+    text = resources.files("schemas").joinpath("data/dutylist.json").read_text("utf-8")
     return json.loads(text)  # type: ignore[no-any-return]
 
 

@@ -25,7 +25,7 @@ from schemas import (
     UpdateKind,
 )
 from services.router.decide import build_tasks, decide
-from services.router.dutylist import load_duty_list
+from schemas.dutylist import load_duty_list
 from services.sla.calendar import WorkingCalendar
 from services.sla.clocks import TaskClockState, TaskStatus, apply_update, start_clocks, status_event
 

@@ -1,17 +1,21 @@
-"""One normaliser per channel: pure functions from ReportReceived to EventNormalised."""
+"""One normaliser per channel: pure functions from ReportReceived to what the report becomes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from gridhub.kernel.errors import PermanentError
-from schemas import Channel, EventNormalised, ReportReceived, SelfResolvedRecorded
+from schemas import Channel, EventNormalised, EventSupplemented, ReportReceived, SelfResolvedRecorded
 from services.intake.channels.gridapp import normalise_gridapp, self_resolved_record
 from services.intake.channels.hotline12345 import normalise_12345
 from services.intake.channels.petition import normalise_petition
 from services.intake.channels.police110 import normalise_110
 
+# What one accepted raw report becomes: an event to route, a recorded self-resolved item, or a
+# supplement to an event already reported. Intake's worker sends each kind to its own topic.
+Outcome = EventNormalised | SelfResolvedRecorded | EventSupplemented
 Normaliser = Callable[[ReportReceived, str], EventNormalised]
+Processor = Callable[[ReportReceived, str], Outcome]
 
 NORMALISERS: dict[Channel, Normaliser] = {
     Channel.HOTLINE_12345: normalise_12345,
@@ -19,6 +23,9 @@ NORMALISERS: dict[Channel, Normaliser] = {
     Channel.PETITION: normalise_petition,
     Channel.GRID_APP: normalise_gridapp,
 }
+
+# Channels whose reports can become something other than an event (a processor per channel).
+PROCESSORS: dict[Channel, Processor] = {}
 
 
 def normalise(raw: ReportReceived, event_id: str) -> EventNormalised:
@@ -32,3 +39,11 @@ def normalise(raw: ReportReceived, event_id: str) -> EventNormalised:
 def self_resolved(raw: ReportReceived, event_id: str) -> SelfResolvedRecorded | None:
     """The record of a report resolved on the spot (grid app only), or None when it must be dispatched."""
     return self_resolved_record(raw, event_id) if raw.source is Channel.GRID_APP else None
+
+
+def process(raw: ReportReceived, event_id: str) -> Outcome:
+    """What a raw report becomes; PermanentError (with a reason code) when it is invalid."""
+    processor = PROCESSORS.get(raw.source)
+    if processor is not None:
+        return processor(raw, event_id)
+    return self_resolved(raw, event_id) or normalise(raw, event_id)

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas import DeadlineClass, DurationUnit, Tier
+from schemas.task import DeadlineClass, DurationUnit, Tier
 
 TOWNSHIP = "township"  # in a matter's primary/co_operating: "the event's own township centre"
 
@@ -121,7 +121,7 @@ class DutyList(_Frozen):
 def load_duty_list(path: Path | None = None) -> DutyList:
     """Load and validate a duty list file (the packaged sample when path is None)."""
     if path is None:
-        text = resources.files("services.router").joinpath("data/dutylist.json").read_text("utf-8")
+        text = resources.files("schemas").joinpath("data/dutylist.json").read_text("utf-8")
     else:
         text = path.read_text("utf-8")
     return DutyList.model_validate(json.loads(text))
