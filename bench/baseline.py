@@ -19,9 +19,16 @@ def baseline_records(n: int, size: int = 400) -> list[KafkaRecord]:
     records = []
     for seq in range(n):
         event_id = new_id()
-        doc = {"event_id": event_id, "seq": seq, "source": "12345", "received_at": datetime.now(UTC).isoformat(),
-               "title": "  小区下水道反流  ", "urgency": "一般", "location": {"grid_code": "PA-CG-01-001"},
-               "description": ""}
+        doc = {
+            "event_id": event_id,
+            "seq": seq,
+            "source": "12345",
+            "received_at": datetime.now(UTC).isoformat(),
+            "title": "  小区下水道反流  ",
+            "urgency": "一般",
+            "location": {"grid_code": "PA-CG-01-001"},
+            "description": "",
+        }
         pad = size - len(json.dumps(doc, ensure_ascii=False).encode())
         doc["description"] = "x" * max(0, pad)
         records.append((event_id.encode(), json.dumps(doc, ensure_ascii=False).encode()))
@@ -72,7 +79,13 @@ async def run_baseline(bench: Bench, trials: int = 3) -> Row:
     rates = [await baseline_trial(common, src, dst, n) for _ in range(trials)]
     rate = max(rates)
     size = sum(len(v) for _, v in records) // max(1, len(records))
-    return Row("baseline", n, f"JSON {size} B", rate, rate, n,
-               note=f"aiokafka getmany→json→send, one flush; best of {trials}: "
-                    + " ".join(f"{r:,.0f}" for r in rates),
-               extra={"trials": rates})
+    return Row(
+        "baseline",
+        n,
+        f"JSON {size} B",
+        rate,
+        rate,
+        n,
+        note=f"aiokafka getmany→json→send, one flush; best of {trials}: " + " ".join(f"{r:,.0f}" for r in rates),
+        extra={"trials": rates},
+    )

@@ -80,8 +80,9 @@ class Hub:
         order = work_order(self.seq, self.rng, prefix=f"E{self.bench.run_id}")
         before = time.time()
         try:
-            async with self.session.post(f"{self.adapters}/v1/12345/work-orders", json=order,
-                                         headers={"X-Api-Key": API_KEY}) as response:
+            async with self.session.post(
+                f"{self.adapters}/v1/12345/work-orders", json=order, headers={"X-Api-Key": API_KEY}
+            ) as response:
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             errors.append(repr(exc))
@@ -154,8 +155,11 @@ async def max_rate(hub: Hub, plan: Plan, ready_s: float, first_s: float | None) 
     t0 = min(sent.values(), default=time.time())
     got = await hub.arrivals(sent, 30 + m / 20, plan.stall_timeout_s)
     cpu_after, wall = hub.cpu_snapshot(), time.monotonic() - cpu_at
-    cpu = {k: round(100 * (cpu_after[k] - v) / wall) for k, v in cpu_before.items()
-           if v is not None and cpu_after.get(k) is not None}
+    cpu = {
+        k: round(100 * (cpu_after[k] - v) / wall)
+        for k, v in cpu_before.items()
+        if v is not None and cpu_after.get(k) is not None
+    }
     span = max(got.values(), default=t0) - t0
     rate = len(got) / span if span > 0 else None
     note = f"concurrency {plan.concurrency}; adapters accepted {len(sent) / post_s:,.0f}/s"
@@ -163,9 +167,23 @@ async def max_rate(hub: Hub, plan: Plan, ready_s: float, first_s: float | None) 
         note += f"; {len(errors)} POST errors"
     if len(got) < len(sent):
         note += f"; MISSING {len(sent) - len(got)}"
-    return Row("e2e max", m, "work orders (HTTP)", rate, outputs=len(got), startup_s=ready_s, note=note,
-               extra={"span_s": span, "accept_rate": len(sent) / post_s, "post_errors": errors[:5],
-                      "first_event_latency_s": first_s, "ready_s": ready_s, "cpu_pct": cpu})
+    return Row(
+        "e2e max",
+        m,
+        "work orders (HTTP)",
+        rate,
+        outputs=len(got),
+        startup_s=ready_s,
+        note=note,
+        extra={
+            "span_s": span,
+            "accept_rate": len(sent) / post_s,
+            "post_errors": errors[:5],
+            "first_event_latency_s": first_s,
+            "ready_s": ready_s,
+            "cpu_pct": cpu,
+        },
+    )
 
 
 async def latency_at(hub: Hub, plan: Plan, rate: float, label: str, drain_rate: float) -> Row:
@@ -174,8 +192,12 @@ async def latency_at(hub: Hub, plan: Plan, rate: float, label: str, drain_rate: 
     sent, errors, post_s = await hub.paced(n, rate, 256)
     got = await hub.arrivals(sent, min(30 + n / max(drain_rate, 20.0), 180), plan.stall_timeout_s)
     latencies = [got[k] - sent[k] for k in got]
-    extra: dict[str, Any] = {"rate": rate, "sent": len(sent), "achieved_rate": len(sent) / post_s,
-                             "post_errors": errors[:5]}
+    extra: dict[str, Any] = {
+        "rate": rate,
+        "sent": len(sent),
+        "achieved_rate": len(sent) / post_s,
+        "post_errors": errors[:5],
+    }
     note = f"POSTs at {extra['achieved_rate']:,.0f}/s"
     if latencies:
         extra.update({f"p{p}_ms": 1000 * percentile(latencies, p) for p in (50, 90, 99)})

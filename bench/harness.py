@@ -217,14 +217,16 @@ class Bench:
         data_dir = self.workdir / part / "data"
         data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level of its datadir
         env = dict(os.environ)
-        env.update({
-            "KAFKA_BOOTSTRAP": self.bootstrap,
-            "GRIDHUB_KAFKA_IDEMPOTENCE": "true" if self.idempotence else "false",
-            "GRIDHUB_TOPIC_PREFIX": common.topic_prefix,
-            "GRIDHUB_DATA_DIR": str(data_dir),
-            "GRIDHUB_MODE": "dev",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP": self.bootstrap,
+                "GRIDHUB_KAFKA_IDEMPOTENCE": "true" if self.idempotence else "false",
+                "GRIDHUB_TOPIC_PREFIX": common.topic_prefix,
+                "GRIDHUB_DATA_DIR": str(data_dir),
+                "GRIDHUB_MODE": "dev",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update({f"GRIDHUB_{name.upper()}_PORT": str(port) for name, port in ports.items()})
         if webhook:
             env["GRIDHUB_NOTIFIER_DEFAULT_WEBHOOK"] = webhook

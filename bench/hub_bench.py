@@ -37,18 +37,55 @@ async def run_all(bench: Bench, parts: set[str]) -> list[Row]:
     corpus = build_corpus(bench.plan.events, bench.run_id)
     n_events, n_tasks = len(corpus.events), len(corpus.tasks)
     tasks_per_event = n_tasks / max(1, n_events)
-    log.info("corpus: %d reports, %d events, %d tasks (%.2f/event)", len(corpus.raws), n_events, n_tasks,
-             tasks_per_event)
+    log.info(
+        "corpus: %d reports, %d events, %d tasks (%.2f/event)", len(corpus.raws), n_events, n_tasks, tasks_per_event
+    )
     jobs: list[tuple[str, Callable[[], Awaitable[Row | list[Row]]]]] = [
         ("baseline", lambda: run_baseline(bench)),
-        ("intake", lambda: run_stage(bench, "intake", RAW_TOPICS[Channel.HOTLINE_12345], corpus.raws,
-                                     "events.normalised", n_events, "ReportReceived")),
-        ("router", lambda: run_stage(bench, "router", "events.normalised", corpus.events, "tasks.dispatched",
-                                     n_tasks, "EventNormalised")),
-        ("sla", lambda: run_stage(bench, "sla", "tasks.dispatched", corpus.tasks, "tasks.status", n_tasks,
-                                  "TaskDispatched", 1 / tasks_per_event)),
-        ("notifier", lambda: run_stage(bench, "notifier", "tasks.dispatched", corpus.tasks, "deliveries.results",
-                                       n_tasks, "TaskDispatched", 1 / tasks_per_event)),
+        (
+            "intake",
+            lambda: run_stage(
+                bench,
+                "intake",
+                RAW_TOPICS[Channel.HOTLINE_12345],
+                corpus.raws,
+                "events.normalised",
+                n_events,
+                "ReportReceived",
+            ),
+        ),
+        (
+            "router",
+            lambda: run_stage(
+                bench, "router", "events.normalised", corpus.events, "tasks.dispatched", n_tasks, "EventNormalised"
+            ),
+        ),
+        (
+            "sla",
+            lambda: run_stage(
+                bench,
+                "sla",
+                "tasks.dispatched",
+                corpus.tasks,
+                "tasks.status",
+                n_tasks,
+                "TaskDispatched",
+                1 / tasks_per_event,
+            ),
+        ),
+        (
+            "notifier",
+            lambda: run_stage(
+                bench,
+                "notifier",
+                "tasks.dispatched",
+                corpus.tasks,
+                "deliveries.results",
+                n_tasks,
+                "TaskDispatched",
+                1 / tasks_per_event,
+            ),
+        ),
         ("e2e", lambda: run_e2e(bench)),
     ]
     for name, job in jobs:
@@ -83,8 +120,9 @@ def format_table(rows: list[Row], baseline: float | None) -> str:
         startup = "–" if r.startup_s is None else f"{r.startup_s:.1f} s"
         cpu = "–" if r.cpu_pct is None else f"{r.cpu_pct:.0f}%"
         inputs = f"{r.inputs:,} {r.input_kind}" if r.inputs else ""
-        lines.append(f"{r.name:<14}{inputs:>24}{num(r.in_rate):>11}{num(r.out_rate):>11}{ratio:>8}{startup:>9}"
-                     f"{cpu:>6}  {r.note}")
+        lines.append(
+            f"{r.name:<14}{inputs:>24}{num(r.in_rate):>11}{num(r.out_rate):>11}{ratio:>8}{startup:>9}{cpu:>6}  {r.note}"
+        )
         if r.extra.get("cpu_pct"):
             shares = ", ".join(f"{k} {v}%" for k, v in sorted(r.extra["cpu_pct"].items(), key=lambda kv: -kv[1]))
             lines.append(f"{'':<14}CPU during it (of one core): {shares}")
@@ -155,23 +193,35 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["KAFKA_BOOTSTRAP"] = bootstrap
         os.environ["GRIDHUB_KAFKA_IDEMPOTENCE"] = "true" if idempotence else "false"
         bench = Bench(bootstrap, idempotence, workdir, plan, broker.pid if broker else None)
-        log.info("run %s on %s broker %s; work dir %s", bench.run_id, "external" if external else "embedded Tansu",
-                 bootstrap, workdir)
+        log.info(
+            "run %s on %s broker %s; work dir %s",
+            bench.run_id,
+            "external" if external else "embedded Tansu",
+            bootstrap,
+            workdir,
+        )
         rows = asyncio.run(run_all(bench, parts))
         if external:
             with contextlib.suppress(Exception):
                 asyncio.run(delete_topics_with_prefix(bootstrap, bench.prefix_root))
         base = next((r.in_rate for r in rows if r.name == "baseline"), None)
         elapsed = time.monotonic() - started
-        print(f"\nGridHub bench  run {bench.run_id}  broker {'external' if external else 'embedded Tansu'} "
-              f"{bootstrap}  cpus {os.cpu_count()}  {elapsed:.0f} s\n")
+        print(
+            f"\nGridHub bench  run {bench.run_id}  broker {'external' if external else 'embedded Tansu'} "
+            f"{bootstrap}  cpus {os.cpu_count()}  {elapsed:.0f} s\n"
+        )
         print(format_table(rows, base))
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            payload = {"run_id": bench.run_id, "broker": "external" if external else "tansu", "cpus": os.cpu_count(),
-                       "elapsed_s": elapsed, "plan": asdict(plan), "baseline_rate": base,
-                       "rows": [asdict(r) | {"x_baseline": r.in_rate / base if base and r.in_rate else None}
-                                for r in rows]}
+            payload = {
+                "run_id": bench.run_id,
+                "broker": "external" if external else "tansu",
+                "cpus": os.cpu_count(),
+                "elapsed_s": elapsed,
+                "plan": asdict(plan),
+                "baseline_rate": base,
+                "rows": [asdict(r) | {"x_baseline": r.in_rate / base if base and r.in_rate else None} for r in rows],
+            }
             args.json.write_text(json.dumps(payload, ensure_ascii=False, indent=2))
         ok = not any("FAILED" in r.note for r in rows)
         return 0 if ok else 1

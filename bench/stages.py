@@ -18,9 +18,9 @@ from gridhub.kernel.errors import PermanentError
 from gridhub.kernel.kafka import create_topics
 from gridhub.up import command
 from schemas import Channel, ReportReceived, new_id
+from schemas.dutylist import load_duty_list
 from services.intake.channels import normalise
 from services.router.decide import build_tasks, decide
-from schemas.dutylist import load_duty_list
 
 
 @dataclass
@@ -41,8 +41,12 @@ def build_corpus(n: int, run_id: str, seed: int = 12345) -> Corpus:
     for seq in range(n):
         order = work_order(seq, rng, prefix=f"B{run_id}")
         raw = ReportReceived(
-            source=Channel.HOTLINE_12345, source_id=order["order_no"], proposed_event_id=new_id(),
-            received_at=datetime.now(UTC), adapter_version="hub-bench/1", payload=order,
+            source=Channel.HOTLINE_12345,
+            source_id=order["order_no"],
+            proposed_event_id=new_id(),
+            received_at=datetime.now(UTC),
+            adapter_version="hub-bench/1",
+            payload=order,
         )
         try:
             event = normalise(raw, raw.proposed_event_id)
@@ -57,8 +61,14 @@ def build_corpus(n: int, run_id: str, seed: int = 12345) -> Corpus:
 
 
 async def run_stage(
-    bench: Bench, stage: str, input_topic: str, records: list[KafkaRecord], output_topic: str,
-    expected_out: int, input_kind: str, events_per_input: float = 1.0,
+    bench: Bench,
+    stage: str,
+    input_topic: str,
+    records: list[KafkaRecord],
+    output_topic: str,
+    expected_out: int,
+    input_kind: str,
+    events_per_input: float = 1.0,
 ) -> Row:
     """(b) preload a stage's input, start `gridhub serve <stage>`, time its output from first to last record."""
     plan = bench.plan
@@ -82,7 +92,7 @@ async def run_stage(
             spawned = time.time()
             sup.spawn(stage, command("serve", stage), env)
             worker = sup.procs[stage]
-            mark = (lambda: cpu.update(first=cpu_seconds(worker.pid), first_at=time.monotonic()))  # noqa: E731
+            mark = lambda: cpu.update(first=cpu_seconds(worker.pid), first_at=time.monotonic())  # noqa: E731
             arrivals = await collect(consumer, expected_out, lambda: worker.poll() is None, plan, mark)
             cpu.update(last=cpu_seconds(worker.pid), last_at=time.monotonic())
         finally:
@@ -99,6 +109,15 @@ async def run_stage(
     note = f"→ {output_topic}"
     if arrivals.count < expected_out:
         note += f" INCOMPLETE {arrivals.count}/{expected_out}"
-    return Row(stage, len(records), input_kind, in_rate, out_rate, arrivals.count,
-               startup_s=arrivals.first_ts - spawned, cpu_pct=cpu_pct, note=note,
-               extra={"span_s": span, "events_per_s": in_rate * events_per_input if in_rate else None})
+    return Row(
+        stage,
+        len(records),
+        input_kind,
+        in_rate,
+        out_rate,
+        arrivals.count,
+        startup_s=arrivals.first_ts - spawned,
+        cpu_pct=cpu_pct,
+        note=note,
+        extra={"span_s": span, "events_per_s": in_rate * events_per_input if in_rate else None},
+    )

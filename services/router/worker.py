@@ -16,8 +16,8 @@ from gridhub.kernel.problems import describe_validation_error
 from gridhub.kernel.service import prepare, run_worker
 from gridhub.kernel.streams import DeadLetters, bytes_topic
 from schemas import EventNormalised
-from services.router.decide import build_tasks, decide
 from schemas.dutylist import DutyList, load_duty_list
+from services.router.decide import build_tasks, decide
 from services.router.settings import RouterSettings
 
 SERVICE = "router"

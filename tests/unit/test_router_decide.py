@@ -25,8 +25,8 @@ from schemas import (
     Tier,
     Urgency,
 )
-from services.router.decide import Assignment, build_tasks, classify, decide, locate, task_id_for
 from schemas.dutylist import DutyList, load_duty_list
+from services.router.decide import Assignment, build_tasks, classify, decide, locate, task_id_for
 
 CST = timezone(timedelta(hours=8))
 EVENT_ID = "01KAFZ0M3DB3XG7M2Q4J8K6P1Z"

@@ -24,8 +24,8 @@ from schemas import (
     TaskUpdated,
     UpdateKind,
 )
-from services.router.decide import build_tasks, decide
 from schemas.dutylist import load_duty_list
+from services.router.decide import build_tasks, decide
 from services.sla.calendar import WorkingCalendar
 from services.sla.clocks import TaskClockState, TaskStatus, apply_update, start_clocks, status_event
 
