@@ -28,6 +28,7 @@ from services.adapters.auth import source_key_ok, source_signature_ok, unit_for_
 from services.adapters.channels import ADAPTER_VERSION, JSON_CHANNELS, SOURCE_ID, SOURCE_ID_RULE_ZH, JsonChannel
 from services.adapters.photos_api import photo_router
 from services.adapters.settings import AdaptersSettings
+from services.adapters.submission import Submitted
 
 SERVICE = "adapters"
 log = logging.getLogger(__name__)
@@ -176,6 +177,25 @@ def create_api(
             headers={"WWW-Authenticate": "ApiKey"},
         )
 
+    async def submit(
+        channel: Channel, source_id: str, payload: dict[str, Any], *, content_type: str = "application/json"
+    ) -> Submitted | Response:
+        raw = ReportReceived(
+            source=channel,
+            source_id=source_id,
+            proposed_event_id=new_id(),
+            received_at=datetime.now(UTC),
+            adapter_version=ADAPTER_VERSION,
+            content_type=content_type,
+            payload=payload,
+        )
+        failure = await publish(RAW_TOPICS[channel], raw.dedupe_key, raw.to_bytes())
+        if failure:
+            metrics.reports.labels(channel.value, "unavailable").inc()
+            return failure
+        metrics.reports.labels(channel.value, "accepted").inc()
+        return Submitted(raw.proposed_event_id)
+
     async def accept(spec: JsonChannel, data: dict[str, Any]) -> Response:
         channel = spec.channel
         source_id = data.get(spec.id_field)
@@ -186,21 +206,16 @@ def create_api(
                 f"缺少或无效的{spec.id_label_zh} {spec.id_field}。",
                 errors=[{"field": spec.id_field, "message": SOURCE_ID_RULE_ZH}],
             )
-        raw = ReportReceived(
-            source=channel,
+        outcome = await submit(channel, source_id, data)
+        if isinstance(outcome, Response):
+            return outcome
+        body = Accepted(
+            event_id=outcome.event_id,
+            source=channel.value,
             source_id=source_id,
-            proposed_event_id=new_id(),
-            received_at=datetime.now(UTC),
-            adapter_version=ADAPTER_VERSION,
-            payload=data,
+            status="duplicate" if outcome.duplicate else "accepted",
         )
-        failure = await publish(RAW_TOPICS[channel], raw.dedupe_key, raw.to_bytes())
-        if failure:
-            metrics.reports.labels(channel.value, "unavailable").inc()
-            return failure
-        metrics.reports.labels(channel.value, "accepted").inc()
-        body = Accepted(event_id=raw.proposed_event_id, source=channel.value, source_id=raw.source_id)
-        return JSONResponse(body.model_dump(), status_code=202)
+        return JSONResponse(body.model_dump(), status_code=200 if outcome.duplicate else 202)
 
     def json_channel_endpoint(spec: JsonChannel) -> Callable[..., Awaitable[Response]]:
         async def receive(
