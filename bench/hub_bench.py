@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules,
 from baseline import run_baseline
 from e2e import run_e2e
 from harness import Bench, Plan, Row, delete_topics_with_prefix, log
+from http_intake import run_http
 from stages import build_corpus, run_stage
 
 from gridhub.broker import EmbeddedBroker
@@ -87,6 +88,7 @@ async def run_all(bench: Bench, parts: set[str]) -> list[Row]:
             ),
         ),
         ("e2e", lambda: run_e2e(bench)),
+        ("http", lambda: run_http(bench)),
     ]
     for name, job in jobs:
         if name not in parts:
@@ -157,7 +159,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=500.0, help="Work orders per second for the latency run.")
     p.add_argument("--seconds", type=float, default=None, help="Length of the latency run (10, quick 4).")
     p.add_argument("--no-half-max", action="store_true", help="Skip the latency run at half the max rate.")
-    p.add_argument("--only", default="baseline,intake,router,sla,notifier,e2e", help="Comma-separated parts to run.")
+    p.add_argument("--only", default="baseline,intake,router,sla,notifier,e2e,http", help="Comma-separated parts.")
     p.add_argument("--json", type=Path, default=None, help="Also write the results as JSON to this path.")
     p.add_argument("--keep", action="store_true", help="Keep the work dir (service logs) even on success.")
     return p.parse_args(argv)

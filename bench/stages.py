@@ -1,4 +1,5 @@
-"""Bench part (b): each Faust stage alone on a preloaded input topic of realistic messages."""
+"""Bench part (b): each stage alone (intake on the kernel's batch loop, the others on Faust) on a preloaded input
+topic of realistic messages, started as `python -m gridhub serve <stage>`."""
 
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from gridhub.dutylist_cli import dutylist_app, route_command
+
 app = typer.Typer(
     help="GridHub: the integration hub of a county governance command centre.\n\n"
     "Start here: `gridhub up` runs everything on an embedded broker (or on KAFKA_BOOTSTRAP). "
@@ -26,6 +28,7 @@ demo_app = typer.Typer(help="Demo companions: a unit's webhook receiver and a tr
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(demo_app, name="demo")
+app.add_typer(dutylist_app, name="dutylist")
 
 
 class Service(StrEnum):
@@ -216,6 +219,9 @@ def import_file(
     rejects_path = rejects or file.with_name(f"{file.stem}.rejected.jsonl")
     summary = run_import(channel, file, rejects_path)
     typer.echo(json.dumps({**summary.as_dict(), "rejects_file": str(rejects_path)}, ensure_ascii=False))
+
+
+app.command("route")(route_command)
 
 
 @app.command()

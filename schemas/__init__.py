@@ -1,7 +1,17 @@
 """GridHub's contract: one versioned pydantic model per topic message, and the topic catalogue."""
 
 from schemas.base import Message, new_id
+from schemas.case import CaseLinked
 from schemas.catalogue import CATALOGUE, TopicSpec, topic_spec
+from schemas.command import (
+    TRIAGE_KEY,
+    ClaimTriagedEvent,
+    DispatchTriagedEvent,
+    QueueForTriage,
+    ReleaseTriagedEvent,
+    SummonDepartments,
+    TriageCause,
+)
 from schemas.deadletter import ReportDeadLettered
 from schemas.delivery import DeliveryOutcome, DeliveryRecorded
 from schemas.event import (
@@ -24,6 +34,7 @@ from schemas.task import (
     DurationUnit,
     RoutingDecision,
     TaskDispatched,
+    TaskReporter,
     TaskRole,
     Tier,
 )
@@ -31,21 +42,27 @@ from schemas.update import TaskUpdated, UpdateKind
 
 __all__ = [
     "CATALOGUE",
+    "TRIAGE_KEY",
     "AlertKind",
     "Attachment",
+    "CaseLinked",
     "Channel",
+    "ClaimTriagedEvent",
     "Clock",
     "ClockKind",
     "ClockTerm",
     "DeadlineClass",
     "DeliveryOutcome",
     "DeliveryRecorded",
+    "DispatchTriagedEvent",
     "DurationUnit",
     "EventNormalised",
     "EventSupplemented",
     "IndexOutcome",
     "Location",
     "Message",
+    "QueueForTriage",
+    "ReleaseTriagedEvent",
     "ReportDeadLettered",
     "ReportIndexed",
     "ReportReceived",
@@ -54,13 +71,16 @@ __all__ = [
     "SelfResolvedRecorded",
     "SlaAlertRaised",
     "SourceRef",
+    "SummonDepartments",
     "TaskDispatched",
+    "TaskReporter",
     "TaskRole",
     "TaskStatus",
     "TaskStatusChanged",
     "TaskUpdated",
     "Tier",
     "TopicSpec",
+    "TriageCause",
     "UpdateKind",
     "Urgency",
     "new_id",

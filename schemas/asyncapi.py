@@ -34,19 +34,21 @@ def render_asyncapi(version: str, prefix: str = "gridhub.") -> str:
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     for spec in CATALOGUE:
-        model = spec.value_model.__name__
-        messages[model] = {
-            "name": model,
-            "title": model,
-            "summary": (spec.value_model.__doc__ or "").strip(),
-            "contentType": "application/json",
-            "payload": {"$ref": REF.format(model=model)},
-        }
+        names = [m.__name__ for m in spec.value_models]
+        for value_model in spec.value_models:
+            messages[value_model.__name__] = {
+                "name": value_model.__name__,
+                "title": value_model.__name__,
+                "summary": (value_model.__doc__ or "").strip(),
+                "contentType": "application/json",
+                "payload": {"$ref": REF.format(model=value_model.__name__)},
+            }
+        model = " / ".join(names)
         channel = _channel_id(spec)
         channels[channel] = {
             "address": f"{prefix}{spec.name}",
             "description": spec.description,
-            "messages": {model: {"$ref": f"#/components/messages/{model}"}},
+            "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in names},
             "bindings": _kafka_topic(spec, prefix),
         }
         key_binding = {"kafka": {"key": {"type": "string", "description": f"Kafka key: {spec.key}"}}}

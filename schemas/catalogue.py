@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas.base import Message
+from schemas.case import CaseLinked
+from schemas.command import (
+    ClaimTriagedEvent,
+    DispatchTriagedEvent,
+    QueueForTriage,
+    ReleaseTriagedEvent,
+    SummonDepartments,
+)
 from schemas.deadletter import ReportDeadLettered
 from schemas.delivery import DeliveryRecorded
 from schemas.event import EventNormalised
@@ -32,6 +40,12 @@ class TopicSpec:
     description: str
     producers: tuple[str, ...] = ()
     consumers: tuple[str, ...] = ()
+    also: tuple[type[Message], ...] = ()  # other message types on the topic, told apart by their `kind`
+
+    @property
+    def value_models(self) -> tuple[type[Message], ...]:
+        """Every message type the topic carries, value_model first."""
+        return (self.value_model, *self.also)
 
     def config(self) -> dict[str, str]:
         """Topic-level configs to create it with."""
@@ -127,9 +141,39 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         partitions=PARTITIONS,
         cleanup_policy="delete",
         retention_ms=365 * DAY_MS,
-        description="Tasks routed to units, one per unit and role.",
+        description="Tasks routed to units, one per unit and role (and routing round: re-routes after a return, "
+        "manual dispatch, mediation ladder, summoned departments).",
         producers=("router",),
-        consumers=("sla", "notifier"),
+        consumers=("sla", "notifier", "adapters", "router"),
+    ),
+    TopicSpec(
+        name="cases.links",
+        key="case_id",
+        value_model=CaseLinked,
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=365 * DAY_MS,
+        description=(
+            "Reports linked to a case already open (案件归并: same place, time and incident, another channel) "
+            "instead of being dispatched again, with the explanation."
+        ),
+        producers=("router",),
+        consumers=(),
+    ),
+    TopicSpec(
+        name="router.commands",
+        key="triage (constant: one queue)",
+        value_model=QueueForTriage,
+        also=(ClaimTriagedEvent, ReleaseTriagedEvent, DispatchTriagedEvent),
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=365 * DAY_MS,
+        description=(
+            "The command centre's triage queue (分拨): events queued by the router, claimed, released and "
+            "dispatched by dispatchers through the router's /triage API; the record of who routed what by hand."
+        ),
+        producers=("router",),
+        consumers=("router",),
     ),
     TopicSpec(
         name="tasks.updates",
@@ -138,9 +182,23 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         partitions=PARTITIONS,
         cleanup_policy="delete",
         retention_ms=365 * DAY_MS,
-        description="Units' updates on their tasks (accepted, contacted, resolved...).",
+        description=(
+            "Units' updates on their tasks (accepted, contacted, resolved, returned, mediation-failed...); the router "
+            "closes the command centre's triage task when a dispatcher dispatches the event."
+        ),
+        producers=("adapters", "router"),
+        consumers=("sla", "router"),
+    ),
+    TopicSpec(
+        name="tasks.summons",
+        key="task_id",
+        value_model=SummonDepartments,
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=365 * DAY_MS,
+        description="A township centre summons county departments onto its task (乡镇吹哨、部门报到).",
         producers=("adapters",),
-        consumers=("sla",),
+        consumers=("router",),
     ),
     TopicSpec(
         name="tasks.status",

@@ -15,7 +15,8 @@ def models() -> list[type[Message]]:
     """Every value model in the catalogue, once, in catalogue order."""
     seen: dict[str, type[Message]] = {}
     for spec in CATALOGUE:
-        seen.setdefault(spec.value_model.__name__, spec.value_model)
+        for model in spec.value_models:
+            seen.setdefault(model.__name__, model)
     return list(seen.values())
 
 

@@ -11,10 +11,11 @@ from schemas.event import Location, Urgency
 
 
 class TaskRole(StrEnum):
-    """主体责任 (primary) or 配合责任 (co-operating)."""
+    """主体责任 (primary), 配合责任 (co-operating), or a department a township summoned (吹哨报到)."""
 
     PRIMARY = "primary"
     CO_OPERATING = "co-operating"
+    SUMMONED = "summoned"
 
 
 class Tier(StrEnum):
@@ -64,11 +65,63 @@ class RoutingDecision(BaseModel):
 
     matter_code: str | None
     matter_name: str | None
-    rule: str = Field(description="Which rule decided: explicit-category, channel-category, keywords, triage.")
+    rule: str = Field(
+        description="Which rule decided: explicit-category, channel-category, channel-candidates (a coarse "
+        "channel category narrowed by the words), keywords, triage."
+    )
     confidence: float = Field(ge=0, le=1)
-    reason: str = Field(description="Human-readable reason, e.g. matched words.")
+    reason: str = Field(
+        description="Human-readable reason (Chinese): rule, matched words and weights, runner-up, place."
+    )
     duty_list_version: str
     triage: bool = False
+    township: str | None = Field(None, description="Township code the router placed the event in, if any.")
+    village: str | None = Field(None, description="Village committee unit code the router placed the event in, if any.")
+    grid_code: str | None = Field(
+        None, description="Grid the router placed the event in: the declared one, or the nearest to its coordinates."
+    )
+    round: int = Field(
+        0,
+        ge=0,
+        description="Routing round: 0 for the first routing; each re-route after a return, manual dispatch, "
+        "triage after returns and step up the mediation ladder adds one. Part of the task id from round 1 on.",
+    )
+    dispatcher: str | None = Field(
+        None, description="The command-centre dispatcher who chose the units (rule manual), from their key."
+    )
+    returned_by: tuple[str, ...] = Field(
+        (), description="Units that returned the event before this routing (退回); never routed to again."
+    )
+    mediation_level: str | None = Field(
+        None,
+        description="Rung of the mediation ladder this task is at (grid-worker, villager-group, "
+        "village-committee, township-centre, county-centre), for dispute matters.",
+    )
+    summoned_by: str | None = Field(
+        None, description="Township centre that summoned this department onto its task (吹哨报到, role summoned)."
+    )
+
+
+# What a unit sees instead of the reporter's identity.
+WITHHELD_FROM_ACCUSED = "（信访人信息依规不向被投诉单位提供）"
+WITHHELD_CONFIDENTIAL = "（信访人信息保密，如需联系信访人，请经县信访局转达）"
+
+
+class TaskReporter(BaseModel):
+    """The reporter as the receiving unit may see them, so it can contact them (contact clock: 1 hour).
+
+    Withheld (`withheld`, identity fields empty, `notice` says why) on the copy for the unit a petition
+    complains about, and for every unit but the petition office when the reporter is confidential.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(None, json_schema_extra={"x-personal": True})
+    phone: str | None = Field(None, json_schema_extra={"x-personal": True})
+    address: str | None = Field(None, description="Where the reporter lives.", json_schema_extra={"x-personal": True})
+    anonymous: bool = False
+    withheld: bool = Field(False, description="The identity is withheld from this unit; see notice.")
+    notice: str | None = Field(None, description="Why the identity is withheld, shown in its place (Chinese).")
 
 
 class TaskDispatched(Message):
@@ -92,3 +145,8 @@ class TaskDispatched(Message):
         description="Time limits from the duty list; due times are computed by the SLA service."
     )
     decision: RoutingDecision
+    reporter: TaskReporter | None = Field(
+        None,
+        description="Who reported it, for this unit: in full, or withheld (the complained-about unit never "
+        "receives a petitioner's identity; a confidential reporter only reaches the petition office).",
+    )

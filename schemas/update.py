@@ -10,7 +10,7 @@ from schemas.base import AwareDatetime, Message, UlidStr
 
 
 class UpdateKind(StrEnum):
-    """What a unit did: 签收, 联系, 办结, 回复, 退回, 暂停, 恢复, 回访评价."""
+    """What a unit did: 签收, 联系, 办结, 回复, 退回, 暂停, 恢复, 回访评价, 调解不成."""
 
     ACCEPTED = "accepted"
     CONTACTED = "contacted"
@@ -20,13 +20,16 @@ class UpdateKind(StrEnum):
     PAUSED = "paused"
     RESUMED = "resumed"
     FEEDBACK = "feedback"
+    MEDIATION_FAILED = "mediation-failed"  # 调解不成: a dispute's mediation at this level failed once more
 
 
-# Fields an update of a kind cannot do without (a return or pause needs its reason, feedback its rating).
+# Fields an update of a kind cannot do without (a return, pause or failed mediation needs its reason,
+# feedback its rating).
 REQUIRED_FIELDS: dict[UpdateKind, str] = {
     UpdateKind.RETURNED: "reason",
     UpdateKind.PAUSED: "reason",
     UpdateKind.FEEDBACK: "satisfaction",
+    UpdateKind.MEDIATION_FAILED: "reason",
 }
 
 
@@ -46,7 +49,7 @@ class TaskUpdated(Message):
     kind: UpdateKind
     occurred_at: AwareDatetime
     note: str | None = Field(None, max_length=2000)
-    reason: str | None = Field(None, max_length=500, description="Required for returned and paused.")
+    reason: str | None = Field(None, max_length=500, description="Required for returned, paused and mediation-failed.")
     satisfaction: int | None = Field(None, ge=1, le=5, description="Citizen's rating, 1-5, for feedback.")
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from gridhub.kernel.health import Health
 from gridhub.kernel.metrics import CONTENT_TYPE_LATEST, render
@@ -141,7 +142,20 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        return problem(exc.status_code, str(exc.detail), headers=exc.headers, instance=request.url.path)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route on the path; a path served by several (GET and POST) has more.
+            headers["Allow"] = ", ".join(allowed_methods(app, request)) or headers.get("Allow", "")
+        return problem(exc.status_code, str(exc.detail), headers=headers, instance=request.url.path)
+
+
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route of the app serves on the request's path (routes asked, included routers too)."""
+    return [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in app.router.routes)
+    ]
 
 
 def ops_router(registry: CollectorRegistry, health: Health) -> APIRouter:

@@ -38,6 +38,12 @@ class CommonSettings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(
         100, ge=1, le=5000, description="Longest a consumer fetch waits for data (Faust's own default is 1500)."
     )
+    kafka_batch_max_records: int = Field(
+        1000, ge=1, le=100_000, description="Most records a batch worker reads at once (getmany max_records)."
+    )
+    kafka_batch_timeout_ms: int = Field(
+        200, ge=1, le=60_000, description="Longest a batch worker's read waits when nothing is buffered."
+    )
     kafka_replication_factor: int = Field(1, ge=1, description="Replication factor for topics the hub creates.")
     topic_prefix: str = Field(
         "gridhub.", pattern=r"^[A-Za-z0-9._-]*$", description="Prefix of every topic and group id."

@@ -4,35 +4,55 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
 from aiokafka.errors import KafkaError
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 
 from gridhub import __version__
 from gridhub.kernel.health import Health
 from gridhub.kernel.http import install_problem_handlers, install_problem_openapi, ops_router, problem
 from gridhub.kernel.kafka import make_producer
 from gridhub.kernel.metrics import ServiceMetrics
-from schemas import Channel, ReportReceived, TaskUpdated, UpdateKind, new_id
-from schemas.base import AwareDatetime, UlidStr
+from schemas import Channel, ReportReceived, new_id
 from schemas.catalogue import RAW_TOPICS
-from schemas.update import REQUIRED_FIELDS, missing_required_field
+from schemas.dutylist import load_duty_list
 from services.adapters.attachments import PhotoStore
 from services.adapters.auth import source_key_ok, source_signature_ok, unit_for_key
-from services.adapters.channels import ADAPTER_VERSION, JSON_CHANNELS, SOURCE_ID, SOURCE_ID_RULE_ZH, JsonChannel
+from services.adapters.batch_api import batch_router
+from services.adapters.channels import (
+    ADAPTER_VERSION,
+    JSON_CHANNELS,
+    SOURCE_ID,
+    SOURCE_ID_RULE_ZH,
+    TOO_DEEP_ZH,
+    JsonChannel,
+    too_deep,
+)
+from services.adapters.index_follower import (
+    IndexMetrics,
+    open_report_index,
+    report_index_follower,
+    task_owner_follower,
+)
+from services.adapters.open311 import open311_router
 from services.adapters.photos_api import photo_router
+from services.adapters.report_index import InFlight, ReportIndex
+from services.adapters.request_feed import RequestFeed
+from services.adapters.request_view import RequestView
 from services.adapters.settings import AdaptersSettings
 from services.adapters.submission import Submitted
+from services.adapters.summons_api import summons_router
+from services.adapters.updates_api import updates_router
+from services.adapters.wechat.router import wechat_router
 
 SERVICE = "adapters"
 log = logging.getLogger(__name__)
-FIELD_NEEDED_ZH = {"reason": "退回或暂停须说明原因", "satisfaction": "回访评价须给出 1-5 分满意度"}
 
 
 class Publisher(Protocol):
@@ -41,54 +61,20 @@ class Publisher(Protocol):
     async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> Any: ...
 
 
+class Component(Protocol):
+    """A background part of the adapters started with the app (after the producer) and stopped before it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Accepted(BaseModel):
     """202 answer: the report is on the bus; its event id is what the citizen is told."""
 
     event_id: str
     source: str
     source_id: str
-    status: str = "accepted"
-
-
-class UpdateRequest(BaseModel):
-    """A unit's update on its task."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"kind": "resolved", "note": "已疏通"}],
-            # What missing_required_field enforces, stated in the schema so clients and fuzzers know it.
-            "allOf": [
-                {
-                    "if": {"properties": {"kind": {"const": kind.value}}, "required": ["kind"]},
-                    "then": {"required": [field], "properties": {field: {"not": {"type": "null"}}}},
-                }
-                for kind, field in REQUIRED_FIELDS.items()
-            ],
-        },
-    )
-
-    kind: UpdateKind
-    occurred_at: AwareDatetime | None = Field(None, description="When it happened; now if omitted.")
-
-    @field_validator("occurred_at", mode="before")
-    @classmethod
-    def _iso_text_only(cls, value: object) -> object:
-        # pydantic would also take a number as Unix time; the documented contract is ISO 8601 text.
-        if value is not None and not isinstance(value, str):
-            raise ValueError("应为 ISO 8601 时间文本，如 2026-11-20T10:00:00+08:00")
-        return value
-
-    note: str | None = Field(None, max_length=2000)
-    reason: str | None = Field(None, min_length=1, max_length=500, description="Required for returned and paused.")
-    satisfaction: int | None = Field(None, ge=1, le=5, description="Citizen's rating 1-5, for feedback.")
-
-
-class UpdateAccepted(BaseModel):
-    """202 answer for a task update."""
-
-    update_id: str
-    task_id: str
     status: str = "accepted"
 
 
@@ -106,12 +92,18 @@ def create_api(
     settings: AdaptersSettings,
     registry: CollectorRegistry,
     publisher_factory: Callable[[], Awaitable[Publisher]] | None = None,
+    follow_index: bool | None = None,
 ) -> FastAPI:
-    """The adapters FastAPI app; the Kafka producer starts with the app."""
+    """The adapters FastAPI app; the producer and (with a real one, by default) the index follower start with it."""
     common = settings.common
     metrics = AdapterMetrics(registry)
     health = Health(SERVICE)
     state: dict[str, Any] = {}
+    following = publisher_factory is None if follow_index is None else follow_index
+    index_metrics = IndexMetrics(registry) if following else None
+    # Identical reports submitted concurrently to this process share one publish and one event id.
+    in_flight: InFlight[Submitted | Response] = InFlight()
+    requests_view = RequestView()  # Open311 status, fed by a RequestFeed when following the bus
 
     async def default_publisher() -> Publisher:
         producer = make_producer(common)
@@ -121,14 +113,32 @@ def create_api(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        state["publisher"] = await (publisher_factory or default_publisher)()
-        try:
-            yield
-        finally:
+        # Started in order and stopped in reverse, whatever fails: producer, report index, then `components`
+        # (the followers of reports.index and tasks.dispatched, the Open311 feed).
+        async with AsyncExitStack() as stack:
+            state["publisher"] = await (publisher_factory or default_publisher)()
             if "stop" in state:
-                await state["stop"]()
+                stack.push_async_callback(state["stop"])
+            index = open_report_index(settings, common.data_dir / SERVICE if following else None)
+            stack.callback(index.close)
+            state["index"] = index
+            app.state.report_index = index  # tests feed its task owners directly
+            components: list[Component] = []
+            if index_metrics is not None:
+                timeout_s = settings.index_ready_timeout_s
+                state["follower"] = report_index_follower(common, index, index_metrics, ready_timeout_s=timeout_s)
+                state["owners"] = task_owner_follower(common, index.owners, index_metrics, ready_timeout_s=timeout_s)
+                components += [state["follower"], state["owners"], RequestFeed(common, requests_view)]
+            # Another channel's background consumer is appended here.
+            for component in components:
+                await component.start()
+                stack.push_async_callback(component.stop)
+            yield
 
     health.add("kafka-producer", lambda: "publisher" in state)
+    if following:
+        health.add("report-index", lambda: state["follower"].ready)
+        health.add("task-owners", lambda: state["owners"].ready)
     app = FastAPI(
         title="GridHub adapters",
         version=__version__,
@@ -140,13 +150,16 @@ def create_api(
     install_problem_openapi(app)
     app.include_router(ops_router(registry, health))
 
+    def unavailable() -> Response:
+        return problem(503, "消息总线暂不可用，报告未被接收，请稍后重试。", headers={"Retry-After": "5"})
+
     async def publish(topic: str, key: str, value: bytes) -> Response | None:
         started = time.perf_counter()
         try:
             await state["publisher"].send_and_wait(common.topic(topic), value=value, key=key.encode())
         except KafkaError as exc:
             log.error("publish failed", extra={"topic": topic, "error": repr(exc)})
-            return problem(503, "消息总线暂不可用，报告未被接收，请稍后重试。", headers={"Retry-After": "5"})
+            return unavailable()
         metrics.publish.observe(time.perf_counter() - started)
         return None
 
@@ -156,10 +169,12 @@ def create_api(
             return problem(413, f"请求体超过 {settings.max_body_bytes} 字节。")
         try:
             data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             return problem(400, f"请求体不是有效的 UTF-8 JSON：{exc}")
         if not isinstance(data, dict):
             return problem(422, "请求体应为 JSON 对象。", errors=[{"field": "(body)", "message": "应为 JSON 对象"}])
+        if too_deep(data):
+            return problem(400, f"请求体的 {TOO_DEEP_ZH}。", errors=[{"field": "(body)", "message": TOO_DEEP_ZH}])
         return data
 
     async def authenticate_source(
@@ -180,21 +195,36 @@ def create_api(
     async def submit(
         channel: Channel, source_id: str, payload: dict[str, Any], *, content_type: str = "application/json"
     ) -> Submitted | Response:
-        raw = ReportReceived(
-            source=channel,
-            source_id=source_id,
-            proposed_event_id=new_id(),
-            received_at=datetime.now(UTC),
-            adapter_version=ADAPTER_VERSION,
-            content_type=content_type,
-            payload=payload,
-        )
-        failure = await publish(RAW_TOPICS[channel], raw.dedupe_key, raw.to_bytes())
-        if failure:
+        index: ReportIndex = state["index"]
+        key = f"{channel.value}:{source_id}"  # ReportReceived.dedupe_key, the raw topics' and the index's key
+        known = index.lookup(key, time.monotonic())
+        if known is not None:
+            metrics.reports.labels(channel.value, "duplicate").inc()
+            return Submitted(known, duplicate=True)
+
+        async def publish_new() -> Submitted | Response:
+            raw = ReportReceived(
+                source=channel,
+                source_id=source_id,
+                proposed_event_id=new_id(),
+                received_at=datetime.now(UTC),
+                adapter_version=ADAPTER_VERSION,
+                content_type=content_type,
+                payload=payload,
+            )
+            failure = await publish(RAW_TOPICS[channel], key, raw.to_bytes())
+            if failure:
+                return failure
+            # Before the answer: a retry to this replica is known at once, not after intake's round trip.
+            index.remember(key, raw.proposed_event_id, time.monotonic())
+            return Submitted(raw.proposed_event_id)
+
+        outcome, joined = await in_flight.run(key, publish_new)
+        if isinstance(outcome, Response):
             metrics.reports.labels(channel.value, "unavailable").inc()
-            return failure
-        metrics.reports.labels(channel.value, "accepted").inc()
-        return Submitted(raw.proposed_event_id)
+            return unavailable() if joined else outcome
+        metrics.reports.labels(channel.value, "duplicate" if joined else "accepted").inc()
+        return Submitted(outcome.event_id, duplicate=joined)
 
     async def accept(spec: JsonChannel, data: dict[str, Any]) -> Response:
         channel = spec.channel
@@ -264,8 +294,14 @@ def create_api(
                     },
                 }
             },
-            responses={401: {"description": "Missing or wrong X-Api-Key"}, 422: {"description": spec.invalid}},
+            responses={
+                200: {"model": Accepted, "description": "Already received: its event id, status duplicate"},
+                401: {"description": "Missing or wrong X-Api-Key"},
+                422: {"description": spec.invalid},
+            },
         )
+
+    app.include_router(batch_router(JSON_CHANNELS, settings, authenticate_source, submit, metrics.reports))
 
     def unit_of(authorization: Annotated[str | None, Header()] = None) -> str | None:
         token = authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None
@@ -281,48 +317,22 @@ def create_api(
             unit_of,
         )
     )
-
-    @app.post(
-        "/v1/tasks/{task_id}/updates",
-        status_code=202,
-        response_model=UpdateAccepted,
-        tags=["units"],
-        summary="A unit reports progress on its task (签收/联系/办结/回复/退回/暂停/恢复/回访)",
-        responses={401: {"description": "Missing or wrong bearer key"}},
-    )
-    async def receive_update(
-        task_id: UlidStr, update: UpdateRequest, unit: Annotated[str | None, Depends(unit_of)]
-    ) -> Response:
-        """Publish a unit's update; the SLA service refuses updates from a unit that does not hold the task."""
-        if unit is None:
-            metrics.updates.labels(update.kind.value, "unauthorised").inc()
-            return problem(
-                401, "缺少或错误的单位密钥（Authorization: Bearer ...）。", headers={"WWW-Authenticate": "Bearer"}
-            )
-        if field := missing_required_field(update.kind, update.reason, update.satisfaction):
-            metrics.updates.labels(update.kind.value, "rejected").inc()
-            zh = FIELD_NEEDED_ZH[field]
-            return problem(
-                422,
-                f"{update.kind.value} 需要填写 {field}（{zh}）。",
-                errors=[{"field": field, "message": f"{update.kind.value} needs a {field}：{zh}"}],
-            )
-        message = TaskUpdated(
-            update_id=new_id(),
-            task_id=task_id,
-            unit_code=unit,
-            kind=update.kind,
-            occurred_at=update.occurred_at or datetime.now(UTC),
-            note=update.note,
-            reason=update.reason,
-            satisfaction=update.satisfaction,
+    app.include_router(wechat_router(settings, submit, registry))
+    app.include_router(
+        open311_router(
+            load_duty_list(settings.duty_list), requests_view, authenticate_source, submit, settings.max_body_bytes
         )
-        failure = await publish("tasks.updates", task_id, message.to_bytes())
-        if failure:
-            metrics.updates.labels(update.kind.value, "unavailable").inc()
-            return failure
-        metrics.updates.labels(update.kind.value, "accepted").inc()
-        return JSONResponse(UpdateAccepted(update_id=message.update_id, task_id=task_id).model_dump(), status_code=202)
+    )
+    app.state.open311_view = requests_view  # what Open311 status answers from (tests feed it directly)
+
+    app.include_router(
+        updates_router(unit_of, lambda task_id: state["index"].owners.owner(task_id), publish, metrics.updates)
+    )
+    app.include_router(
+        summons_router(
+            load_duty_list(settings.duty_list), unit_of, lambda t: state["index"].owners.owner(t), publish, registry
+        )
+    )
 
     return app
 

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from schemas import Channel, ReportReceived, new_id
-from services.adapters.channels import ADAPTER_VERSION, SOURCE_ID, SOURCE_ID_RULE_ZH, channel_spec
+from services.adapters.channels import (
+    ADAPTER_VERSION,
+    SOURCE_ID,
+    SOURCE_ID_RULE_ZH,
+    TOO_DEEP_ZH,
+    channel_spec,
+    too_deep,
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,9 @@ def read_rows(path: Path) -> Iterator[Row]:
         except json.JSONDecodeError as exc:
             yield Row(number, None, f"不是有效的 JSON：{exc.msg}")
             continue
+        except RecursionError:
+            yield Row(number, None, f"{TOO_DEEP_ZH}。")
+            continue
         yield Row(number, value, None) if isinstance(value, dict) else Row(number, None, "应为 JSON 对象")
 
 
@@ -79,6 +89,9 @@ def plan_import(
         source_id = row.payload.get(spec.id_field)
         if not isinstance(source_id, str) or not SOURCE_ID.fullmatch(source_id):
             summary.rejected.append(Rejected(row.line, f"{spec.id_field}：{SOURCE_ID_RULE_ZH}", row.payload))
+            continue
+        if too_deep(row.payload):
+            summary.rejected.append(Rejected(row.line, f"{TOO_DEEP_ZH}。", None))
             continue
         if source_id in seen:
             summary.duplicate += 1

@@ -16,6 +16,25 @@ ADAPTER_VERSION = f"gridhub-adapters/{__version__}"
 SOURCE_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.:/-]{0,63}$")
 SOURCE_ID_RULE_ZH = "必填，1-64 位字母、数字或 _ . : / -，以字母或数字开头"
 
+# The raw envelope's serialiser (pydantic) stops at about 255 levels; a 300-deep payload parsed fine but then
+# failed to publish (a 500). No real report nests beyond a handful, so the envelope check stops far below it.
+MAX_JSON_DEPTH = 64
+TOO_DEEP_ZH = f"JSON 嵌套超过 {MAX_JSON_DEPTH} 层"
+
+
+def too_deep(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when parsed JSON nests objects or arrays more than `limit` levels deep (the top level is 1)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:  # iterative: the value may nest nearly as deep as json.loads could recurse
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
 
 @dataclass(frozen=True)
 class JsonChannel:

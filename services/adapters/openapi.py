@@ -20,6 +20,6 @@ def render_openapi() -> str:
     async def no_publisher() -> None:  # the document never starts the app
         return None
 
-    settings = AdaptersSettings(common=CommonSettings(mode="dev"), source_keys={}, unit_keys={})
+    settings = AdaptersSettings(common=CommonSettings(mode="dev"), source_keys={}, unit_keys={}, duty_list=None)
     app = create_api(settings, CollectorRegistry(), publisher_factory=no_publisher)  # type: ignore[arg-type]
     return json.dumps(app.openapi(), ensure_ascii=False, indent=2, sort_keys=True) + "\n"

@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 from gridhub.kernel.http import problem
 from schemas import Channel
 from services.adapters.attachments import SHA256, NotAnImage, PhotoStore, PhotoTooLarge
-from services.adapters.channels import SOURCE_ID, JsonChannel, channel_spec
+from services.adapters.channels import SOURCE_ID, TOO_DEEP_ZH, JsonChannel, channel_spec, too_deep
 
 SourceCheck = Callable[[Channel, Request, str | None, str | None, str | None], Awaitable[Response | None]]
 Accept = Callable[[JsonChannel, dict[str, Any]], Awaitable[Response]]
@@ -61,6 +61,7 @@ def photo_router(
         tags=["grid app"],
         summary="Receive one grid worker's report with photos uploaded (multipart)",
         openapi_extra=MULTIPART_BODY,
+        responses={200: {"description": "Already received (same report_no): its event id, status duplicate"}},
     )
     async def receive_with_photos(
         request: Request,
@@ -88,10 +89,16 @@ def photo_router(
                 return problem(
                     422, f"report 不是有效的 JSON：{exc.msg}", errors=[{"field": "report", "message": "应为 JSON 对象"}]
                 )
+            except RecursionError:
+                # json.loads recurses per nesting level: [[[[... thousands deep exhausts the stack. 400, like the
+                # JSON routes (api.py's json_object), not a 500.
+                return problem(400, f"report 的 {TOO_DEEP_ZH}。", errors=[{"field": "report", "message": TOO_DEEP_ZH}])
             if not isinstance(report, dict):
                 return problem(
                     422, "report 应为 JSON 对象。", errors=[{"field": "report", "message": "应为 JSON 对象"}]
                 )
+            if too_deep(report):
+                return problem(400, f"report 的 {TOO_DEEP_ZH}。", errors=[{"field": "report", "message": TOO_DEEP_ZH}])
             uploads = form.getlist("photos")
             if not all(isinstance(item, UploadFile) for item in uploads):
                 return problem(

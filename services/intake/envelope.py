@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
@@ -15,8 +15,13 @@ from schemas.raw import SOURCE_ID_FIELDS
 KAFKA_NATIVE = "kafka-native"
 
 
-def read_report(channel: Channel | None, value: bytes, produced_at: datetime) -> ReportReceived:
-    """The ReportReceived in a raw record; a bare JSON payload of a known channel is wrapped as if received."""
+def read_report(channel: Channel | None, value: bytes | None, produced_at: datetime | int) -> ReportReceived:
+    """The ReportReceived in a raw record; a bare JSON payload of a known channel is wrapped as if received.
+
+    `produced_at` is the record's time, a datetime or Kafka's Unix milliseconds (converted only when needed).
+    """
+    if value is None:
+        raise PermanentError("malformed-envelope", "(body): 记录没有内容（tombstone）")
     try:
         return ReportReceived.model_validate_json(value)
     except ValidationError as exc:
@@ -33,6 +38,8 @@ def read_report(channel: Channel | None, value: bytes, produced_at: datetime) ->
     if not isinstance(source_id, str) or not source_id:
         raise PermanentError("malformed-envelope", f"{id_field}: 直接写入 raw 主题的报告须带 {id_field}")
     assert channel is not None
+    if isinstance(produced_at, int):
+        produced_at = datetime.fromtimestamp(produced_at / 1000, UTC)
     try:
         return ReportReceived(
             source=channel,

@@ -1,26 +1,34 @@
-"""Intake's Kafka wiring: raw topics in, events.normalised and events.deadletter out."""
+"""Intake's Kafka wiring: raw topics in; events, self-resolved records, supplements, the report index and dead
+letters out, on the kernel's batch loop (plain aiokafka)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-import faust
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from gridhub.kernel.batchloop import BatchHandler, read_to_end
+from gridhub.kernel.batchout import KafkaDeadLetters, Outgoing
+from gridhub.kernel.batchserve import BatchService, batch_service
 from gridhub.kernel.errors import PermanentError
-from gridhub.kernel.faust_app import make_faust_app
 from gridhub.kernel.metrics import ServiceMetrics
-from gridhub.kernel.service import prepare, run_worker
-from gridhub.kernel.streams import DeadLetters, bytes_topic
-from schemas import Channel
+from gridhub.kernel.settings import CommonSettings
+from schemas import Channel, new_id
 from schemas.catalogue import RAW_TOPICS
-from services.intake.channels import normalise, self_resolved
+from services.intake.channels import process
+from services.intake.dedupe import DedupeIndex, index_entry, index_record_bytes, route
 from services.intake.envelope import read_report
 from services.intake.settings import IntakeSettings
 
 SERVICE = "intake"
+INDEX_TOPIC = "reports.index"
+OUTCOME_TOPICS = ("events.normalised", "events.self-resolved", "events.supplements")
+CHANNEL_LABELS = {channel: channel.value for channel in Channel}
 log = logging.getLogger(__name__)
 
 
@@ -31,65 +39,130 @@ class IntakeMetrics:
         m = ServiceMetrics(SERVICE, registry)
         self.events = m.counter("events", "Raw reports processed, by channel and outcome.", ("channel", "outcome"))
         self.processing = m.histogram("processing", "Time to normalise one report.")
+        self.index_keys = m.gauge("index", "keys", "Reports in the dedupe state of the partitions this worker owns.")
+        self._pending: dict[tuple[str, str], int] = {}
+
+    def count(self, channel: str, outcome: str) -> None:
+        """Count one report (added to the counter at the end of its batch: one locked update per label)."""
+        key = (channel, outcome)
+        self._pending[key] = self._pending.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """Add the counts of the batch to the counters."""
+        pending, self._pending = self._pending, {}
+        for (channel, outcome), n in pending.items():
+            self.events.labels(channel, outcome).inc(n)
 
 
-def create_app(settings: IntakeSettings, registry: CollectorRegistry) -> faust.App:
-    """The intake Faust app: normalise, dedupe on source + source id, dead-letter the invalid."""
+class IntakeHandler(BatchHandler):
+    """Validate, dedupe on source + source id (state: reports.index), normalise, dead-letter the invalid."""
+
+    def __init__(self, common: CommonSettings, metrics: IntakeMetrics, dead_letters: KafkaDeadLetters) -> None:
+        self.common = common
+        self.metrics = metrics
+        self.dead_letters = dead_letters
+        self.index = DedupeIndex()
+        self.index_topic = common.topic(INDEX_TOPIC)
+        self.channel_of_topic = {common.topic(RAW_TOPICS[c]): c for c in Channel}
+        self.topic = {name: common.topic(name) for name in OUTCOME_TOPICS}
+        self._assigned: set[TopicPartition] = set()
+
+    async def restore(self, partitions: frozenset[TopicPartition]) -> None:
+        """Read reports.index partition p to its end for every raw partition p newly assigned."""
+        self._assigned |= partitions
+        wanted = sorted({tp.partition for tp in partitions} - self.index.partitions)
+        entries: dict[int, list[tuple[str, str | None]]] = {p: [] for p in wanted}
+
+        def keep(record: Any) -> None:
+            entry = index_entry(record.key, record.value)
+            if entry is not None:
+                entries[record.partition].append(entry)
+
+        started = time.monotonic()
+        count = await read_to_end(self.common, [TopicPartition(self.index_topic, p) for p in wanted], keep)
+        for partition, found in entries.items():
+            self.index.load(partition, found)
+        self.metrics.index_keys.set(len(self.index))
+        log.info(
+            "dedupe state restored",
+            extra={"partitions": wanted, "records": count, "keys": len(self.index), "s": time.monotonic() - started},
+        )
+
+    def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        """Drop the state of index partitions no raw partition of this worker needs any more."""
+        self._assigned -= partitions
+        needed = {tp.partition for tp in self._assigned}
+        for partition in self.index.partitions - needed:
+            self.index.drop(partition)
+
+    def process(self, record: Any) -> Sequence[Outgoing]:
+        """What one raw record becomes: nothing (a duplicate), a dead letter, or an outcome and its index entry."""
+        started = time.perf_counter()
+        topic_channel = self.channel_of_topic.get(record.topic)
+        try:
+            raw = read_report(topic_channel, record.value, record.timestamp)
+        except PermanentError as exc:
+            self.metrics.count(CHANNEL_LABELS[topic_channel] if topic_channel else "unknown", "dead-lettered")
+            return (self.dead_letters.of(record, exc.reason, exc.detail),)
+        channel = CHANNEL_LABELS[raw.source]
+        key = f"{channel}:{raw.source_id}"  # raw.dedupe_key, without an enum property lookup per report
+        # Raw topics are keyed by source:source_id, so each partition dedupes its own keys.
+        known = self.index.get(record.partition, key)
+        if known is not None:
+            self.metrics.count(channel, "duplicate")
+            log.info("duplicate report", extra={"dedupe_key": key, "event_id": known})
+            return ()
+        try:
+            outcome = process(raw, raw.proposed_event_id)
+        except PermanentError as exc:
+            self.metrics.count(channel, "dead-lettered")
+            return (self.dead_letters.of(record, exc.reason, exc.detail, causation_id=raw.message_id),)
+        where = route(outcome)
+        self.index.add(record.partition, key, where.event_id)
+        self.metrics.count(channel, where.label)
+        self.metrics.processing.observe(time.perf_counter() - started)
+        # The outcome first; the index entry only once the outcome is acked (after_acks), the offset after both.
+        # A crash in between replays the report: a duplicate the router's deterministic task ids absorb, instead of
+        # an index entry for an event that never reached the bus. The entry goes to the raw record's partition
+        # number, where restoring that partition looks for it.
+        return (
+            Outgoing(self.topic[where.topic], outcome.to_bytes(), where.key.encode()),
+            Outgoing(
+                self.index_topic,
+                index_record_bytes(raw, where, datetime.now(UTC), new_id()),
+                key.encode(),
+                partition=record.partition,
+                after_acks=True,
+            ),
+        )
+
+    def sealed(self) -> None:
+        """The batch's index entries commit or roll back together."""
+        self.index.seal()
+        self.metrics.flush()
+
+    def committed(self) -> None:
+        """The oldest batch's entries are final."""
+        self.index.commit_oldest()
+        self.metrics.index_keys.set(len(self.index))
+
+    def rolled_back(self) -> None:
+        """Forget the entries of batches that will be read again (what was processed stays counted)."""
+        self.index.rollback()
+        self.metrics.flush()
+
+
+def create_app(settings: IntakeSettings, registry: CollectorRegistry) -> BatchService:
+    """The intake service: the batch loop over every raw topic, and its ops endpoints."""
     common = settings.common
-    app = make_faust_app(SERVICE, common, web_port=settings.port, web_host=settings.host)
-    metrics = IntakeMetrics(registry)
-    prepare(app, SERVICE, registry)
-
-    raw_topics = bytes_topic(app, common, *(RAW_TOPICS[c] for c in Channel))
-    channel_of_topic = {common.topic(RAW_TOPICS[c]): c for c in Channel}
-    events_out = bytes_topic(app, common, "events.normalised")
-    resolved_out = bytes_topic(app, common, "events.self-resolved")
-    dead_letters = DeadLetters(app, common, SERVICE, registry)
-    # source:source_id -> event id. Raw topics are keyed by that, so each partition dedupes its own keys.
-    seen = app.Table("seen-reports", default=None, key_type=bytes)
-
-    @app.agent(raw_topics, name="normalise-reports")
-    async def normalise_reports(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            started = time.perf_counter()
-            topic_channel = channel_of_topic.get(event.message.topic)
-            try:
-                produced_at = datetime.fromtimestamp(event.message.timestamp, UTC)
-                raw = read_report(topic_channel, event.value, produced_at)
-            except PermanentError as exc:
-                await dead_letters.event(event, exc.reason, exc.detail)
-                metrics.events.labels(topic_channel.value if topic_channel else "unknown", "dead-lettered").inc()
-                continue
-            channel = raw.source.value
-            known = seen.get(raw.dedupe_key.encode())
-            if known is not None:
-                metrics.events.labels(channel, "duplicate").inc()
-                log.info("duplicate report", extra={"dedupe_key": raw.dedupe_key, "event_id": known})
-                continue
-            try:
-                record = self_resolved(raw, raw.proposed_event_id)
-                if record is not None:
-                    await resolved_out.send(key=record.event.event_id.encode(), value=record.to_bytes())
-                    seen[raw.dedupe_key.encode()] = record.event.event_id
-                    metrics.events.labels(channel, "self-resolved").inc()
-                    continue
-                normalised = normalise(raw, raw.proposed_event_id)
-            except PermanentError as exc:
-                await dead_letters.event(event, exc.reason, exc.detail, causation_id=raw.message_id)
-                metrics.events.labels(channel, "dead-lettered").inc()
-                continue
-            # Send before remembering: a crash in between replays the report (a duplicate the
-            # deterministic task ids absorb) instead of marking it seen and losing it.
-            await events_out.send(key=normalised.event_id.encode(), value=normalised.to_bytes())
-            seen[raw.dedupe_key.encode()] = normalised.event_id
-            metrics.events.labels(channel, "normalised").inc()
-            metrics.processing.observe(time.perf_counter() - started)
-
-    return app
+    dead_letters = KafkaDeadLetters(common, SERVICE, registry)
+    handler = IntakeHandler(common, IntakeMetrics(registry), dead_letters)
+    topics = [common.topic(RAW_TOPICS[c]) for c in Channel]
+    return batch_service(
+        SERVICE, common, topics, handler, registry, host=settings.host, port=settings.port, dead_letters=dead_letters
+    )
 
 
 def main() -> None:
     """Entry point of `gridhub serve intake`."""
-    settings = IntakeSettings()
-    registry = CollectorRegistry()
-    run_worker(create_app(settings, registry), settings.common, SERVICE)
+    create_app(IntakeSettings(), CollectorRegistry()).run()

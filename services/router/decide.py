@@ -1,9 +1,18 @@
-"""Routing decisions: which matter, which territory, which units; pure and explainable."""
+"""Routing decisions: which matter, which territory, which units; pure and explainable.
+
+classify: an explicit matter code, else the channel's own category (a mapped category decides; a coarse one
+narrows the candidates and the text chooses), else the words of the report (`text.py`). locate: the grid
+code, else the nearest grid centre to the coordinates, else township, village and landmark names in the
+district, the address, then the text. decide: township-tier matters go to the township centre, county-tier
+ones to their department, co-operating units get their own copies; low confidence, or a township matter with
+no territory, goes to the command centre's triage.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,10 +30,17 @@ from schemas import (
     Tier,
     Urgency,
 )
-from schemas.dutylist import TOWNSHIP, DutyList, Grid, Matter
+from schemas.dutylist import TOWNSHIP, DutyList, Grid, Matter, Unit
+from services.router.redaction import redact, reporter_for
+from services.router.text import Hit, MatterScore, TextIndex, TextScores, confidence, event_text, normalise
 
-# A grid centre further away than this does not place an event (coordinates outside the county).
-MAX_GRID_DISTANCE_KM = 5.0
+# Confidence of a mapped channel category, and weight a coarse category lends each of its candidates.
+CHANNEL_CATEGORY_CONFIDENCE = 0.9
+CATEGORY_PRIOR = 2
+# A coarse category with no word for any matter: its first candidate, at this confidence.
+CATEGORY_DEFAULT_CONFIDENCE = 0.6
+CHANNEL_NAMES = {"12345": "12345", "110": "110", "wechat": "微信", "petition": "信访", "gridapp": "网格通"}
+_EARTH_KM = 6371.0
 
 
 @dataclass(frozen=True)
@@ -35,30 +51,220 @@ class Classification:
     rule: str
     confidence: float
     reason: str
+    hits: tuple[Hit, ...] = ()
+    runner_up: MatterScore | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an event happened, as far as the list can tell, and how it was told."""
+
+    grid: Grid | None
+    township: str | None
+    village: str | None  # village committee unit code
+    where: str
+
+
+@dataclass(frozen=True)
+class _Place:
+    name: str  # normalised
+    township: str
+    village: str | None
+    display: str
+
+
+class RouterIndex:
+    """A duty list prepared for routing: lookups by code, grid points, place names, the text index."""
+
+    def __init__(self, duty: DutyList) -> None:
+        self.duty = duty
+        self.text = TextIndex(duty)
+        self.units = {u.code: u for u in duty.units}
+        self.matters = {m.code: m for m in duty.matters}
+        self.order = {m.code: i for i, m in enumerate(duty.matters)}
+        self.centres = {u.township: u for u in duty.units if u.kind == "township-centre" and u.township}
+        self.grids = {g.code: g for g in duty.grids}
+        self.grid_village = {g.code: g.village_code or _village_by_prefix(g, self.units) for g in duty.grids}
+        mean_lat = sum(g.lat for g in duty.grids) / len(duty.grids) if duty.grids else 0.0
+        self.lon_scale = math.cos(math.radians(mean_lat))
+        self.grid_points = tuple((g.lat, g.lon, g) for g in duty.grids)
+        self.place_starts: dict[str, tuple[_Place, ...]] = {}
+        for p in _places(duty, self.grid_village):  # longest first
+            self.place_starts[p.name[0]] = (*self.place_starts.get(p.name[0], ()), p)
+
+    def nearest_grid(self, lat: float, lon: float) -> tuple[Grid, float] | None:
+        """The grid whose centre is nearest, and how far it is (km)."""
+        if not self.grid_points:
+            return None
+        scale = self.lon_scale
+        _, grid = min(((p_lat - lat) ** 2 + ((p_lon - lon) * scale) ** 2, g) for p_lat, p_lon, g in self.grid_points)
+        return grid, _distance_km(lat, lon, grid.lat, grid.lon)
+
+    def find_place(self, text: str) -> tuple[str, str | None, str] | None:
+        """(township, village, the names shown) from the names in a text; a township named outright wins."""
+        text = normalise(text)
+        found: list[_Place] = []
+        pos, n, starts = 0, len(text), self.place_starts
+        while pos < n:
+            # The longest name starting here; names do not overlap.
+            for p in starts.get(text[pos], ()):
+                if text.startswith(p.name, pos):
+                    found.append(p)
+                    pos += len(p.name)
+                    break
+            else:
+                pos += 1
+        if not found:
+            return None
+        township = next((p for p in found if p.village is None), None)
+        if township is None:  # only villages or landmarks: the first one named
+            return found[0].township, found[0].village, found[0].display
+        village = next((p for p in found if p.village and p.township == township.township), None)
+        if village is None:
+            return township.township, None, township.display
+        return township.township, village.village, f"{township.display}”“{village.display}"
+
+
+def _village_by_prefix(grid: Grid, units: dict[str, Unit]) -> str | None:
+    # Grid codes extend their village committee's code: PA-CG-01-001 is in PA-CG-01.
+    prefix = grid.code.rsplit("-", 1)[0]
+    unit = units.get(prefix)
+    return prefix if unit is not None and unit.kind == "village-committee" else None
+
+
+def _places(duty: DutyList, grid_village: dict[str, str | None]) -> tuple[_Place, ...]:
+    places: dict[str, _Place] = {}
+    for unit in duty.units:
+        if unit.kind not in ("township-centre", "village-committee") or not unit.township:
+            continue
+        village = unit.code if unit.kind == "village-committee" else None
+        for name in (unit.name, *unit.aliases, *unit.places):
+            places.setdefault(normalise(name), _Place(normalise(name), unit.township, village, name))
+    for grid in duty.grids:
+        name = normalise(grid.village)
+        places.setdefault(name, _Place(name, grid.township, grid_village.get(grid.code), grid.village))
+    # Longest first, so "东街社区" is shown rather than "东街".
+    return tuple(sorted(places.values(), key=lambda p: -len(p.name)))
+
+
+_INDEXES: OrderedDict[int, RouterIndex] = OrderedDict()
+
+
+def router_index(duty: DutyList) -> RouterIndex:
+    """The routing index of a duty list, built once (the last eight lists kept)."""
+    index = _INDEXES.get(id(duty))
+    if index is None or index.duty is not duty:
+        index = RouterIndex(duty)
+        _INDEXES[id(duty)] = index
+        while len(_INDEXES) > 8:
+            _INDEXES.popitem(last=False)
+    return index
+
+
+def _channel_of(event: EventNormalised) -> str:
+    return event.sources[0].source.value
+
+
+def _words(hits: tuple[Hit, ...]) -> str:
+    return "、".join(h.label() for h in hits)
+
+
+def _same_unit(a: Matter, b: Matter) -> bool:
+    # Two matters whose primary is the same unit (or both the event's township centre) route alike.
+    return a.primary == b.primary
+
+
+def _rival(best: MatterScore, ranked: list[MatterScore] | tuple[MatterScore, ...]) -> MatterScore | None:
+    """The best matter that would go to another primary unit: what the confidence is measured against."""
+    return next((s for s in ranked[1:] if not _same_unit(s.matter, best.matter)), None)
+
+
+def _runner_up_text(best: MatterScore, runner_up: MatterScore | None) -> str:
+    if runner_up is None:
+        return "无次选"
+    text = f"次选 {runner_up.matter.code} {runner_up.matter.name}（{runner_up.score} 分"
+    if _same_unit(best.matter, runner_up.matter):
+        text += "，主办单位相同" if best.matter.primary != TOWNSHIP else "，同为乡镇属地"
+    return text + "）"
 
 
 def classify(event: EventNormalised, duty: DutyList) -> Classification:
-    """Explicit category, then the channel's own category, then weighted keywords."""
-    declared = event.declared_category
-    if declared and (matter := duty.matter(declared)):
+    """Explicit matter code, then the channel's own category, then the weighted words of the report."""
+    return _classify(event, router_index(duty))
+
+
+def _classify(event: EventNormalised, index: RouterIndex) -> Classification:
+    duty = index.duty
+    declared = (event.declared_category or "").strip() or None
+    channel = _channel_of(event)
+    if declared and (matter := index.matters.get(declared.upper())):
         return Classification(matter, "explicit-category", 1.0, f"报送时已指定事项 {matter.code}")
-    channel = event.sources[0].source.value
-    if declared and (code := duty.channel_categories.get(channel, {}).get(declared)):
-        matter = duty.matter(code)
-        return Classification(matter, "channel-category", 0.9, f"{channel} 分类“{declared}”对应事项 {code}")
-    text = f"{event.title}\n{event.description}"
-    best: tuple[int, Matter, list[str]] | None = None
-    for matter in duty.matters:
-        hits = [word for word in matter.keywords if word in text]
-        score = sum(matter.keywords[w] for w in hits)
-        if hits and (best is None or score > best[0]):
-            best = (score, matter, hits)
+    target = duty.channel_categories.get(channel, {}).get(declared) if declared else None
+    label = CHANNEL_NAMES.get(channel, channel)
+    if isinstance(target, str):
+        matter = index.matters[target]
+        reason = f"{label} 分类“{declared}”对应事项 {matter.code}"
+        return Classification(matter, "channel-category", CHANNEL_CATEGORY_CONFIDENCE, reason)
+    text = event_text(event.title, event.description)
+    if declared and target is None:
+        text = f"{text}\n{declared}"  # a category the list does not map still says something
+    scores = index.text.score(text)
+    excluded = "".join(f"；排除 {m.code}（含“{w}”）" for m, w in scores.excluded)
+    if target:  # a coarse category: its candidates get a prior, the words decide
+        return _narrow(declared or "", target, scores, label, excluded, index)
+    best, runner_up = scores.best, scores.runner_up
     if best is None:
-        return Classification(None, "triage", 0.0, "未匹配任何事项关键词")
-    score, matter, hits = best
-    # Two points of keyword weight is one clear term ("下水道"); each further point adds certainty.
-    confidence = round(min(0.95, 0.3 + 0.15 * score), 2)
-    return Classification(matter, "keywords", confidence, f"关键词 {'、'.join(hits)}（权重 {score}）")
+        return Classification(None, "triage", 0.0, f"未匹配任何事项关键词{excluded}")
+    rival = _rival(best, scores.ranked)
+    conf = confidence(best.score, rival.score if rival else 0)
+    reason = (
+        f"文本关键词 {best.matter.code}：{_words(best.hits)}，计 {best.score} 分；"
+        f"{_runner_up_text(best, runner_up)}{excluded}"
+    )
+    return Classification(best.matter, "keywords", conf, reason, best.hits, runner_up)
+
+
+def _narrow(
+    declared: str,
+    candidates: tuple[str, ...],
+    scores: TextScores,
+    label: str,
+    excluded: str,
+    index: RouterIndex,
+) -> Classification:
+    ruled_out = {m.code for m, _ in scores.excluded}
+    codes = [c for c in candidates if c in index.matters and c not in ruled_out]
+    ranked = scores.ranked
+    by_code = {s.matter.code: s for s in ranked}
+    prior = Hit(declared, CATEGORY_PRIOR, "category")
+    scored = [
+        MatterScore(s.matter, s.score + CATEGORY_PRIOR, (prior, *s.hits)) if s.matter.code in codes else s
+        for s in ranked
+    ]
+    scored += [MatterScore(index.matters[c], CATEGORY_PRIOR, (prior,)) for c in codes if c not in by_code]
+    scored.sort(
+        key=lambda s: (
+            -s.score,
+            codes.index(s.matter.code) if s.matter.code in codes else len(codes),
+            index.order[s.matter.code],
+        )
+    )
+    narrowed = f"{label} 分类“{declared}”限定候选 {'、'.join(codes)}（各加 {CATEGORY_PRIOR} 分）"
+    if not scored:  # every candidate ruled out by an exclude word, and no other word
+        return Classification(None, "triage", 0.0, f"{narrowed}；候选均被排除，未匹配其他事项关键词{excluded}")
+    if not ranked:  # no word for any matter: the category's first candidate
+        matter = index.matters[codes[0]]
+        reason = f"{narrowed}；正文无关键词，取首选 {matter.code}{excluded}"
+        return Classification(matter, "channel-category", CATEGORY_DEFAULT_CONFIDENCE, reason, (prior,))
+    best = scored[0]
+    runner_up = scored[1] if len(scored) > 1 else None
+    rival = _rival(best, scored)
+    conf = confidence(best.score, rival.score if rival else 0)
+    reason = (
+        f"{narrowed}；文本关键词 {best.matter.code}：{_words(best.hits)}，计 {best.score} 分；"
+        f"{_runner_up_text(best, runner_up)}{excluded}"
+    )
+    return Classification(best.matter, "channel-candidates", conf, reason, best.hits, runner_up)
 
 
 def _distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -67,28 +273,36 @@ def _distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
         math.sin((rlat2 - rlat1) / 2) ** 2
         + math.cos(rlat1) * math.cos(rlat2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
     )
-    return 6371.0 * 2 * math.asin(math.sqrt(a))
+    return _EARTH_KM * 2 * math.asin(math.sqrt(a))
+
+
+def place(event: EventNormalised, duty: DutyList) -> Placement:
+    """Where the event happened: grid code, nearest grid centre, or the names of township, village, landmark."""
+    return _place(event, router_index(duty))
+
+
+def _place(event: EventNormalised, index: RouterIndex) -> Placement:
+    duty = index.duty
+    loc = event.location
+    if loc.grid_code and (grid := index.grids.get(loc.grid_code.strip().upper())):
+        return Placement(grid, grid.township, index.grid_village.get(grid.code), f"网格 {grid.code}（{grid.village}）")
+    if loc.lat is not None and loc.lon is not None and (near := index.nearest_grid(loc.lat, loc.lon)):
+        grid, km = near
+        if km <= duty.max_grid_distance_km:
+            where = f"坐标距网格 {grid.code}（{grid.village}）中心 {km:.1f} km"
+            return Placement(grid, grid.township, index.grid_village.get(grid.code), where)
+    for field, text in (("地址", loc.district), ("地址", loc.address), ("正文", f"{event.title}\n{event.description}")):
+        if text and (found := index.find_place(text)):
+            township, village, shown = found
+            verb = "含" if field == "地址" else "提到"
+            return Placement(None, township, village, f"{field}{verb}“{shown}”")
+    return Placement(None, None, None, "无网格、坐标或乡镇信息")
 
 
 def locate(event: EventNormalised, duty: DutyList) -> tuple[Grid | None, str | None, str]:
-    """The event's grid and township, from grid code, coordinates or the named township."""
-    loc = event.location
-    if loc.grid_code:
-        grid = next((g for g in duty.grids if g.code == loc.grid_code), None)
-        if grid:
-            return grid, grid.township, f"网格 {grid.code}"
-    if loc.lat is not None and loc.lon is not None and duty.grids:
-        grid = min(duty.grids, key=lambda g: _distance_km(loc.lat or 0, loc.lon or 0, g.lat, g.lon))
-        km = _distance_km(loc.lat, loc.lon, grid.lat, grid.lon)
-        if km <= MAX_GRID_DISTANCE_KM:
-            return grid, grid.township, f"坐标距网格 {grid.code} 中心 {km:.1f} km"
-    for text in (loc.district, loc.address):
-        if not text:
-            continue
-        for unit in duty.units:
-            if unit.kind == "township-centre" and any(alias in text for alias in (unit.name, *unit.aliases)):
-                return None, unit.township, f"地址含“{next(a for a in (unit.name, *unit.aliases) if a in text)}”"
-    return None, None, "无网格、坐标或乡镇信息"
+    """The event's grid, township and how they were found (see `place`, which also gives the village)."""
+    p = place(event, duty)
+    return p.grid, p.township, p.where
 
 
 @dataclass(frozen=True)
@@ -107,71 +321,94 @@ class Decision:
     tier: Tier
     assignments: tuple[Assignment, ...]
     routing: RoutingDecision
+    grid: Grid | None = None
+    township: str | None = None
+    village: str | None = None
+    classification: Classification | None = None
 
 
 def decide(event: EventNormalised, duty: DutyList) -> Decision:
     """Route an event: matter, territory, primary and co-operating units, or triage."""
-    cls = classify(event, duty)
-    _grid, township, where = locate(event, duty)
+    index = router_index(duty)
+    cls = _classify(event, index)
+    where = _place(event, index)
+    township = where.township
     triage_reason = None
     if cls.matter is None or cls.confidence < duty.confidence_threshold:
         triage_reason = f"置信度 {cls.confidence:.2f} 低于阈值 {duty.confidence_threshold:.2f}"
     # Only a township-led matter needs a place; a county department acts county-wide.
     needs_territory = cls.matter is not None and cls.matter.primary == TOWNSHIP
     if triage_reason is None and needs_territory and township is None:
-        triage_reason = f"属地事项但无法确定乡镇（{where}）"
+        triage_reason = f"属地事项但无法确定乡镇（{where.where}）"
     if triage_reason is not None or cls.matter is None:
-        centre = duty.county.command_centre
         return Decision(
             matter=cls.matter,
             tier=Tier.COMMAND_CENTRE,
-            assignments=(Assignment(centre, TaskRole.PRIMARY),),
-            routing=RoutingDecision(
-                matter_code=cls.matter.code if cls.matter else None,
-                matter_name=cls.matter.name if cls.matter else None,
-                rule="triage",
-                confidence=cls.confidence,
-                reason=f"转指挥中心人工分拨：{triage_reason}；{cls.reason}；{where}",
-                duty_list_version=duty.version,
-                triage=True,
+            assignments=(Assignment(duty.county.command_centre, TaskRole.PRIMARY),),
+            routing=_routing(
+                cls, "triage", f"转指挥中心人工分拨：{triage_reason}；{cls.reason}；{where.where}", where, duty
             ),
+            grid=where.grid,
+            township=township,
+            village=where.village,
+            classification=cls,
         )
     matter = cls.matter
 
     def resolve(ref: str) -> str | None:
         if ref != TOWNSHIP:
             return ref
-        return duty.township_centre(township).code if township else None
+        return index.centres[township].code if township in index.centres else None
 
     primary = resolve(matter.primary)
     assert primary is not None  # township-led matters without a township went to triage above
     co_ops = tuple(dict.fromkeys(c for c in map(resolve, matter.co_operating) if c and c != primary))
     assignments = (Assignment(primary, TaskRole.PRIMARY), *(Assignment(c, TaskRole.CO_OPERATING) for c in co_ops))
+    handled = "乡镇属地办理" if matter.tier is Tier.TOWNSHIP else "县直部门办理"
+    reason = f"{cls.reason}；置信度 {cls.confidence:.2f}；{where.where}；{handled}"
     return Decision(
         matter=matter,
         tier=matter.tier,
         assignments=assignments,
-        routing=RoutingDecision(
-            matter_code=matter.code,
-            matter_name=matter.name,
-            rule=cls.rule,
-            confidence=cls.confidence,
-            reason=f"{cls.reason}；{where}；{'乡镇属地办理' if matter.tier is Tier.TOWNSHIP else '县直部门办理'}",
-            duty_list_version=duty.version,
-        ),
+        routing=_routing(cls, cls.rule, reason, where, duty),
+        grid=where.grid,
+        township=township,
+        village=where.village,
+        classification=cls,
     )
 
 
-def task_id_for(event_id: str, unit_code: str, role: TaskRole) -> str:
-    """A task id that is the same every time the same event is routed to the same unit and role."""
-    # Deterministic so a replayed event yields the same task (and the same webhook-id downstream).
+def _routing(cls: Classification, rule: str, reason: str, where: Placement, duty: DutyList) -> RoutingDecision:
+    return RoutingDecision(
+        matter_code=cls.matter.code if cls.matter else None,
+        matter_name=cls.matter.name if cls.matter else None,
+        rule=rule,
+        confidence=cls.confidence,
+        reason=f"{reason}；清单 {duty.version}",
+        duty_list_version=duty.version,
+        triage=rule == "triage",
+        township=where.township,
+        village=where.village,
+        grid_code=where.grid.code if where.grid else None,
+    )
+
+
+def task_id_for(event_id: str, unit_code: str, role: TaskRole, round_no: int = 0) -> str:
+    """A task id that is the same every time the same event is routed to the same unit, role and round."""
+    # Deterministic so a replayed event yields the same task (and the same webhook-id downstream). Round 0
+    # (the first routing) keeps the id it always had; a re-route, manual dispatch or ladder step is a new task.
     timestamp_ms = ULID.from_str(event_id).milliseconds  # integer ms: float seconds lose 1 ms past 2038
-    digest = hashlib.sha256(f"{event_id}|{unit_code}|{role.value}".encode()).digest()[:10]
+    seed = f"{event_id}|{unit_code}|{role.value}" + (f"|{round_no}" if round_no else "")
+    digest = hashlib.sha256(seed.encode()).digest()[:10]
     return str(ULID.from_bytes(timestamp_ms.to_bytes(6, "big") + digest))
 
 
 def build_tasks(event: EventNormalised, decision: Decision, duty: DutyList, now: datetime) -> list[TaskDispatched]:
-    """One TaskDispatched per assignment of a decision; an urgent report always gets the 2-hour class."""
+    """One TaskDispatched per assignment of a decision; an urgent report always gets the 2-hour class.
+
+    Each copy carries the reporter as its unit may see them, redacted for the unit a petition complains about
+    and, for a confidential reporter, for every unit but the petition office (`redaction.py`).
+    """
     urgent = event.urgency is Urgency.URGENT
     deadline_class = (
         DeadlineClass.URGENT
@@ -183,25 +420,30 @@ def build_tasks(event: EventNormalised, decision: Decision, duty: DutyList, now:
         ClockTerm(kind=ClockKind.CONTACT, amount=duty.contact_within_hours, unit=DurationUnit.HOURS),
         ClockTerm(kind=ClockKind.RESOLVE, amount=resolve_term.amount, unit=resolve_term.unit),
     )
+    round_no = decision.routing.round
     return [
-        TaskDispatched(
-            causation_id=event.message_id,
-            task_id=task_id_for(event.event_id, a.unit_code, a.role),
-            event_id=event.event_id,
-            unit_code=a.unit_code,
-            unit_name=duty.unit(a.unit_code).name,
-            role=a.role,
-            matter_code=decision.matter.code if decision.matter else None,
-            tier=decision.tier,
-            deadline_class=deadline_class,
-            urgency=event.urgency,
-            title=event.title,
-            description=event.description,
-            location=event.location,
-            received_at=event.received_at,
-            dispatched_at=now,
-            deadlines=terms,
-            decision=decision.routing,
+        redact(
+            TaskDispatched(
+                causation_id=event.message_id,
+                task_id=task_id_for(event.event_id, a.unit_code, a.role, round_no),
+                event_id=event.event_id,
+                unit_code=a.unit_code,
+                unit_name=duty.unit(a.unit_code).name,
+                role=a.role,
+                matter_code=decision.matter.code if decision.matter else None,
+                tier=decision.tier,
+                deadline_class=deadline_class,
+                urgency=event.urgency,
+                title=event.title,
+                description=event.description,
+                location=event.location,
+                received_at=event.received_at,
+                dispatched_at=now,
+                deadlines=terms,
+                decision=decision.routing,
+                reporter=reporter_for(event, a.unit_code, duty),
+            ),
+            event,
         )
         for a in decision.assignments
     ]

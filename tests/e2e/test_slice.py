@@ -8,20 +8,36 @@ import json
 import re
 import time
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from schemas import EventNormalised, ReportDeadLettered, SelfResolvedRecorded, TaskDispatched
+from schemas import (
+    EventNormalised,
+    ReportDeadLettered,
+    SelfResolvedRecorded,
+    TaskDispatched,
+    TaskUpdated,
+    UpdateKind,
+    new_id,
+)
 from tests.e2e.conftest import FAIL_FIRST_MARKER, Hub, Receiver, tail_logs
 
 pytestmark = pytest.mark.broker
 
 
+# Each order number happens on a day of its own: the same sewer in the same grid within the router's
+# merging window (6 h) would be one incident, linked to the first order's case instead of dispatched again.
+_ORDER_DAYS: dict[str, int] = {}
+
+
 def order(order_no: str, **overrides: Any) -> dict[str, Any]:
-    """A valid 12345 work order: a sewer backing up in a Chengguan grid."""
+    """A valid 12345 work order: a sewer backing up in a Chengguan grid, on a day no other order has."""
+    day = _ORDER_DAYS.setdefault(order_no, len(_ORDER_DAYS))
+    call_time = datetime(2026, 11, 19, 9, 30, tzinfo=timezone(timedelta(hours=8))) - timedelta(days=day)
     return {
         "order_no": order_no,
         "caller_name": "张先生",
@@ -32,7 +48,7 @@ def order(order_no: str, **overrides: Any) -> dict[str, Any]:
         "district": "城关镇",
         "grid_code": "PA-CG-01-001",
         "urgency": "一般",
-        "call_time": "2026-11-20T09:30:00+08:00",
+        "call_time": call_time.isoformat(),
         **overrides,
     }
 
@@ -116,19 +132,42 @@ async def test_work_order_becomes_tasks_delivered_and_closed_on_time(hub: Hub, r
     assert "2 个工作日" in resolve["explanation"]
 
 
-async def test_update_from_another_unit_is_dead_lettered_not_applied(hub: Hub, receiver: Receiver) -> None:
+async def test_update_on_another_units_task_is_refused_and_the_sla_checks_owners_too(
+    hub: Hub, receiver: Receiver
+) -> None:
     async with httpx.AsyncClient(base_url=hub.url("adapters"), timeout=10) as client:
         event_id = (await post_order(client, order(new_order_no()))).json()["event_id"]
         primary = next(d.body for d in await receiver.wait_for(event_id, 2) if d.body["role"] == "primary")
-        wrong = await client.post(
-            f"/v1/tasks/{primary['task_id']}/updates",
-            json={"kind": "resolved"},
-            headers={"Authorization": "Bearer dev-PA-HX"},
-        )
-        assert wrong.status_code == 202
-    dead = await read_topic(
-        hub, "events.deadletter", lambda v: primary["task_id"].encode() in v and b"not-task-owner" in v
+        task_id = primary["task_id"]
+        # The webhook may outrun the adapters' read of tasks.dispatched; until then the task is unknown (202).
+        deadline = time.monotonic() + 15
+        while True:
+            wrong = await client.post(
+                f"/v1/tasks/{task_id}/updates", json={"kind": "resolved"}, headers={"Authorization": "Bearer dev-PA-HX"}
+            )
+            if wrong.status_code != 202 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert wrong.status_code == 403, wrong.text
+        assert wrong.json()["detail"] == f"任务 {task_id} 不属于单位 PA-HX，不能更新。"
+
+    # Second line of defence: an update that never passed the adapters (produced straight to tasks.updates).
+    update = TaskUpdated(
+        update_id=new_id(), task_id=task_id, unit_code="PA-HX", kind=UpdateKind.RESOLVED, occurred_at=datetime.now(UTC)
     )
+    producer = AIOKafkaProducer(bootstrap_servers=hub.common.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(hub.common.topic("tasks.updates"), update.to_bytes(), key=task_id.encode())
+    finally:
+        await producer.stop()
+
+    def is_ours(value: bytes) -> bool:
+        record = json.loads(value)
+        original = base64.b64decode(record.get("original_value", ""))
+        return record.get("reason") == "not-task-owner" and update.update_id.encode() in original
+
+    dead = await read_topic(hub, "events.deadletter", is_ours)
     record = ReportDeadLettered.model_validate_json(dead[0])
     assert record.stage == "sla" and "PA-HX" in record.detail
 
@@ -152,7 +191,18 @@ async def test_same_work_order_twice_yields_one_event(hub: Hub) -> None:
     async with httpx.AsyncClient(base_url=hub.url("adapters"), timeout=10) as client:
         first = await post_order(client, order(order_no))
         second = await post_order(client, order(order_no))
-    assert first.status_code == second.status_code == 202
+    # The adapters know their own acceptance: the repeat gets the same event id and publishes nothing.
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert second.json() == {**first.json(), "status": "duplicate"}
+    # A repeat that reaches intake another way (a replica that had not heard of it yet, or a Kafka-native
+    # source) is dropped there, keeping the first event id.
+    producer = AIOKafkaProducer(bootstrap_servers=hub.common.kafka_bootstrap)
+    await producer.start()
+    try:
+        body = json.dumps(order(order_no), ensure_ascii=False).encode()
+        await producer.send_and_wait(hub.common.topic("raw.12345"), body, key=f"12345:{order_no}".encode())
+    finally:
+        await producer.stop()
     deadline = time.monotonic() + 30
     while await metric(hub, "intake", r'gridhub_intake_events_total\{channel="12345",outcome="duplicate"\}') <= before:
         assert time.monotonic() < deadline, "intake never reported the duplicate"
@@ -160,6 +210,15 @@ async def test_same_work_order_twice_yields_one_event(hub: Hub) -> None:
     events = await read_topic(hub, "events.normalised", lambda v: order_no.encode() in v, settle_s=1.0)
     assert len(events) == 1
     assert EventNormalised.model_validate_json(events[0]).event_id == first.json()["event_id"]
+    # Intake indexed it on reports.index, which the adapters follow; a repeat now is still the same event.
+    deadline = time.monotonic() + 30
+    while await metric(hub, "adapters", r"gridhub_adapters_index_keys") < 1:
+        assert time.monotonic() < deadline, "the adapters never read intake's report index"
+        await asyncio.sleep(0.2)
+    async with httpx.AsyncClient(base_url=hub.url("adapters"), timeout=10) as client:
+        third = await post_order(client, order(order_no))
+    assert third.status_code == 200
+    assert third.json()["event_id"] == first.json()["event_id"]
 
 
 async def test_failed_delivery_is_retried_with_the_same_webhook_id(hub: Hub, receiver: Receiver) -> None:
@@ -252,7 +311,7 @@ async def test_grid_report_is_dispatched_and_a_self_resolved_one_only_recorded(h
     assert dispatched.status_code == resolved.status_code == 202
     deliveries = await receiver.wait_for(dispatched.json()["event_id"], 2)
     primary = next(d.body for d in deliveries if d.body["role"] == "primary")
-    assert primary["unit_code"] == "PA-CG" and primary["decision"]["rule"] == "channel-category"
+    assert primary["unit_code"] == "PA-CG" and primary["decision"]["rule"] == "channel-candidates"
 
     records = await read_topic(hub, "events.self-resolved", lambda v: done["report_no"].encode() in v)
     record = SelfResolvedRecorded.model_validate_json(records[0])

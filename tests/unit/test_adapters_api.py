@@ -328,6 +328,55 @@ async def test_task_update_publish_failure_is_503(client: httpx.AsyncClient, pub
     assert response.headers["retry-after"] == "5"
 
 
+def dispatched_to(app: FastAPI, task_id: str, unit: str) -> None:
+    """What the tasks.dispatched follower records when the router dispatches a task to a unit."""
+    app.state.report_index.owners.apply([(task_id, unit)])
+
+
+async def test_owners_update_on_its_own_task_is_accepted(
+    app: FastAPI, client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    dispatched_to(app, TASK_ID, "PA-CG")
+    response = await client.post(
+        f"/v1/tasks/{TASK_ID}/updates", json={"kind": "accepted"}, headers={"Authorization": "Bearer dev-PA-CG"}
+    )
+    assert response.status_code == 202, response.text
+    assert TaskUpdated.model_validate_json(publisher.records[0][2]).unit_code == "PA-CG"
+
+
+async def test_update_on_another_units_task_is_403_and_nothing_published(
+    app: FastAPI, client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    dispatched_to(app, TASK_ID, "PA-CG")
+    response = await client.post(
+        f"/v1/tasks/{TASK_ID}/updates", json={"kind": "resolved"}, headers={"Authorization": "Bearer dev-PA-HX"}
+    )
+    body = assert_problem(response, 403, "无权操作")
+    assert body["detail"] == f"任务 {TASK_ID} 不属于单位 PA-HX，不能更新。"
+    assert body["errors"] == [{"field": "task_id", "message": body["detail"]}]
+    assert publisher.records == []
+    # Refused before the body's own rules: another unit learns nothing about what this task would need.
+    returned = await client.post(
+        f"/v1/tasks/{TASK_ID}/updates", json={"kind": "returned"}, headers={"Authorization": "Bearer dev-PA-HX"}
+    )
+    assert returned.status_code == 403
+    metrics = (await client.get("/metrics")).text
+    assert 'gridhub_adapters_updates_total{kind="resolved",outcome="forbidden"} 1.0' in metrics
+    assert 'gridhub_adapters_updates_total{kind="returned",outcome="forbidden"} 1.0' in metrics
+
+
+async def test_update_on_a_task_not_yet_known_is_accepted(
+    app: FastAPI, client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    # Dispatched moments ago and not yet followed here: the SLA service holds it and checks the owner.
+    dispatched_to(app, "01KAFZ0M3DY89XFXAKDNGGSZD9", "PA-HX")
+    response = await client.post(
+        f"/v1/tasks/{TASK_ID}/updates", json={"kind": "accepted"}, headers={"Authorization": "Bearer dev-PA-CG"}
+    )
+    assert response.status_code == 202, response.text
+    assert len(publisher.records) == 1
+
+
 async def test_healthz_readyz_and_metrics(client: httpx.AsyncClient) -> None:
     health = await client.get("/healthz")
     assert health.status_code == 200

@@ -49,6 +49,19 @@ def test_jsonl_rows_become_raw_reports_and_bad_rows_are_rejected_with_reasons(tm
     ]
 
 
+def test_rows_nested_too_deep_are_rejected_not_a_crash(tmp_path: Path) -> None:
+    deep = '{"order_no": "GD-9", "extra": ' + "[" * 300 + "]" * 300 + "}"
+    path = tmp_path / "orders.jsonl"
+    path.write_text("\n".join(["[" * 10_000, deep, json.dumps(order("GD-10"))]) + "\n", encoding="utf-8")
+    summary = ImportSummary()
+    reports = list(plan_import(Channel.HOTLINE_12345, read_rows(path), NOW, summary))
+    assert [r.source_id for r in reports] == ["GD-10"]
+    assert [(r.line, r.reason) for r in summary.rejected] == [
+        (1, "JSON 嵌套超过 64 层。"),
+        (2, "JSON 嵌套超过 64 层。"),
+    ]
+
+
 def test_csv_with_bom_and_empty_cells(tmp_path: Path) -> None:
     path = tmp_path / "110.csv"
     path.write_text(

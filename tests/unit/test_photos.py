@@ -140,3 +140,20 @@ async def test_upload_needs_the_grid_apps_key(client: httpx.AsyncClient, publish
     response = await client.post("/v1/gridapp/reports/upload", data={"report": json.dumps(REPORT)})
     assert response.status_code == 401
     assert publisher.records == []
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        "[" * 10_000,  # json.loads runs out of stack: RecursionError
+        '{"report_no": "WG-DEEP-1", "extra": ' + "[" * 300 + "]" * 300 + "}",  # parses, but too deep to publish
+    ],
+)
+async def test_deeply_nested_report_is_400_not_500(
+    client: httpx.AsyncClient, publisher: Publisher, report: str
+) -> None:
+    response = await upload(client, [JPEG], report)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"] == [{"field": "report", "message": "JSON 嵌套超过 64 层"}]
+    assert publisher.records == []

@@ -1,4 +1,4 @@
-"""Router: matter, territory and units from the packaged sample duty list (平安县)."""
+"""Router: matter, territory and units from the packaged duty list (平安县, 47 matters)."""
 
 from __future__ import annotations
 
@@ -74,12 +74,23 @@ def units(decision: Any) -> list[tuple[str, TaskRole]]:
     return [(a.unit_code, a.role) for a in decision.assignments]
 
 
+def matter_dict(data: dict[str, Any], code: str) -> dict[str, Any]:
+    return next(m for m in data["matters"] if m["code"] == code)  # type: ignore[no-any-return]
+
+
 def test_sample_duty_list_loads(duty: DutyList) -> None:
-    assert duty.version == "2026.11-foundation"
+    assert duty.version == "2026.11-47"
     assert duty.county.command_centre == "PA-ZZZX"
-    assert [m.code for m in duty.matters] == ["M08", "M12", "M21", "M30", "M35", "M40"]
+    assert [m.code for m in duty.matters] == [f"M{n:02d}" for n in range(1, 48)]
+    assert len(duty.units) == 55 and len(duty.grids) == 56
     assert duty.confidence_threshold == 0.5
     assert duty.contact_within_hours == 1
+    # The foundation's six matters keep their units and deadline classes.
+    m08 = duty.matter("M08")
+    assert m08 is not None and (m08.primary, m08.co_operating, m08.tier) == ("township", ("PA-ZJJ",), Tier.TOWNSHIP)
+    m30 = duty.matter("M30")
+    assert m30 is not None and (m30.primary, m30.co_operating) == ("PA-RSJ", ("township",))
+    assert all(g.village_code and g.code.startswith(g.village_code) for g in duty.grids)
 
 
 def test_sewage_backflow_in_grid_goes_to_township_with_housing_bureau(duty: DutyList) -> None:
@@ -92,10 +103,14 @@ def test_sewage_backflow_in_grid_goes_to_township_with_housing_bureau(duty: Duty
     r = decision.routing
     assert r.rule == "keywords"
     assert r.matter_code == "M08"
-    assert r.confidence == 0.9  # 下水道 2 + 反流 2 -> 0.3 + 0.15 * 4
+    assert r.confidence == 0.98  # 下水道 2 + 反流 2 = 4, no rival: 1 - e^-4
     assert r.triage is False
-    assert r.duty_list_version == "2026.11-foundation"
-    assert r.reason == "关键词 下水道、反流（权重 4）；网格 PA-CG-01-001；乡镇属地办理"
+    assert r.duty_list_version == "2026.11-47"
+    assert (r.township, r.village, r.grid_code) == ("PA-CG", "PA-CG-01", "PA-CG-01-001")
+    assert r.reason == (
+        "文本关键词 M08：下水道(2)、反流(2)，计 4 分；无次选；置信度 0.98；网格 PA-CG-01-001（城关镇东街社区）；"
+        "乡镇属地办理；清单 2026.11-47"
+    )
 
 
 def test_unpaid_wages_goes_to_county_department_with_township(duty: DutyList) -> None:
@@ -105,10 +120,10 @@ def test_unpaid_wages_goes_to_county_department_with_township(duty: DutyList) ->
     assert decision.matter is not None and decision.matter.code == "M30"
     assert decision.tier is Tier.COUNTY
     assert units(decision) == [("PA-RSJ", TaskRole.PRIMARY), ("PA-HX", TaskRole.CO_OPERATING)]
-    # 拖欠工资 3 + 工资 1 + 农民工 1 = 5: 0.3 + 0.15 * 5 = 1.05, capped at 0.95
-    assert decision.routing.confidence == 0.95
+    # 拖欠工资 3 (covering 工资) + 农民工 1 = 4 against M06's 工地 1 (from the title).
+    assert decision.routing.confidence == 0.86
     assert decision.routing.triage is False
-    assert decision.routing.reason.endswith("；地址含“河西乡”；县直部门办理")
+    assert decision.routing.reason.endswith("；地址含“河西乡”；县直部门办理；清单 2026.11-47")
 
 
 def test_unpaid_wages_without_territory_still_goes_to_department_only(duty: DutyList) -> None:
@@ -131,7 +146,7 @@ def test_explicit_matter_code_wins(duty: DutyList) -> None:
     assert decision.routing.matter_code == "M40"
     assert decision.routing.matter_name == "安全隐患与突发事件（燃气泄漏、火情、坍塌）"
     assert units(decision) == [("PA-YJJ", TaskRole.PRIMARY), ("PA-CG", TaskRole.CO_OPERATING)]
-    assert decision.routing.reason.startswith("报送时已指定事项 M40；网格 PA-CG-02-001")
+    assert decision.routing.reason.startswith("报送时已指定事项 M40；置信度 1.00；网格 PA-CG-02-001")
 
 
 def test_channel_category_of_110(duty: DutyList) -> None:
@@ -152,11 +167,12 @@ def test_channel_category_of_110(duty: DutyList) -> None:
 
 
 def test_channel_category_is_per_channel(duty: DutyList) -> None:
-    # 12345 has no category mapping: "燃气泄漏" from 12345 falls through to keywords (燃气 2 + 泄漏 2).
+    # 12345 does not map "燃气泄漏": it falls through to the words (燃气 2 + 泄漏 2; 泄漏 rules M43 out).
     ev = event("[投诉] 燃气泄漏", source=Channel.HOTLINE_12345, category="燃气泄漏")
     cls = classify(ev, duty)
-    assert (cls.rule, cls.confidence) == ("keywords", 0.9)
+    assert (cls.rule, cls.confidence) == ("keywords", 0.98)
     assert cls.matter is not None and cls.matter.code == "M40"
+    assert "排除 M43（含“泄漏”）" in cls.reason
 
 
 def test_territory_from_coordinates_near_a_grid(duty: DutyList) -> None:
@@ -164,7 +180,7 @@ def test_territory_from_coordinates_near_a_grid(duty: DutyList) -> None:
     grid, township, where = locate(ev, duty)
     assert grid is not None and grid.code == "PA-HX-01-001"
     assert township == "PA-HX"
-    assert where == "坐标距网格 PA-HX-01-001 中心 0.0 km"
+    assert where == "坐标距网格 PA-HX-01-001（河西乡柳村）中心 0.0 km"
 
     decision = decide(ev, duty)
     assert decision.matter is not None and decision.matter.code == "M35"
@@ -186,7 +202,7 @@ def test_territory_from_district_name(duty: DutyList) -> None:
 
 def test_unknown_grid_code_falls_back_to_address(duty: DutyList) -> None:
     ev = event("[投诉] 小区下水道反流", grid_code="PA-XX-99-999", address="城关镇西关社区")
-    assert locate(ev, duty) == (None, "PA-CG", "地址含“城关镇”")
+    assert locate(ev, duty) == (None, "PA-CG", "地址含“城关镇西关社区”")
 
 
 def test_no_keyword_goes_to_command_centre_triage(duty: DutyList) -> None:
@@ -202,16 +218,21 @@ def test_no_keyword_goes_to_command_centre_triage(duty: DutyList) -> None:
     assert r.confidence == 0.0
     assert r.matter_code is None and r.matter_name is None
     assert "阈值" in r.reason
-    assert r.reason == ("转指挥中心人工分拨：置信度 0.00 低于阈值 0.50；未匹配任何事项关键词；网格 PA-HX-02-001")
+    assert r.reason == (
+        "转指挥中心人工分拨：置信度 0.00 低于阈值 0.50；未匹配任何事项关键词；网格 PA-HX-02-001（河西乡王庄村）；"
+        "清单 2026.11-47"
+    )
 
 
-def test_weak_keyword_below_threshold_is_triaged_with_its_matter(duty: DutyList) -> None:
-    ev = event("[咨询] 停车涨价", "小区停车位涨价了", grid_code="PA-CG-01-002")  # 涨价 weight 1 -> 0.45
+def test_a_tie_between_units_is_triaged_with_its_matter(duty: DutyList) -> None:
+    # 坑洼 (M09, 住建局) and 积水 (M39, the township) weigh 2 each: the words cannot tell the unit.
+    ev = event("[投诉] 路面坑洼", "镇区中心街路面坑洼，雨后积水", grid_code="PA-CG-01-002")
     decision = decide(ev, duty)
     assert decision.routing.triage is True
-    assert decision.routing.matter_code == "M12"
-    assert decision.routing.confidence == 0.45
-    assert "置信度 0.45 低于阈值 0.50" in decision.routing.reason
+    assert decision.routing.matter_code == "M09"
+    assert decision.routing.confidence == 0.43  # (1 - e^-2) / 2
+    assert "置信度 0.43 低于阈值 0.50" in decision.routing.reason
+    assert "次选 M39 防汛与自然灾害（内涝、积水、大风、冰雪）（2 分）" in decision.routing.reason
     assert units(decision) == [("PA-ZZZX", TaskRole.PRIMARY)]
 
 
@@ -263,7 +284,7 @@ def test_build_tasks_one_per_assignment(duty: DutyList) -> None:
         assert task.title == "[投诉] 小区下水道反流"
         assert task.location.grid_code == "PA-CG-01-001"
         assert task.decision == decision.routing
-        assert task.decision.duty_list_version == "2026.11-foundation"
+        assert task.decision.duty_list_version == "2026.11-47"
     assert tasks[0].task_id != tasks[1].task_id
 
 
@@ -305,7 +326,7 @@ def test_task_id_keeps_exact_timestamp_after_2038() -> None:
 
 def test_assignment_dedupes_primary_from_co_operating(duty: DutyList) -> None:
     data = sample_dict()
-    data["matters"][3]["co_operating"] = ["township", "PA-RSJ", "township"]  # M30
+    matter_dict(data, "M30")["co_operating"] = ["township", "PA-RSJ", "township"]
     modified = DutyList.model_validate(data)
     ev = event("[投诉] 拖欠工资", grid_code="PA-CG-01-001")
     assert decide(ev, modified).assignments == (
@@ -316,7 +337,7 @@ def test_assignment_dedupes_primary_from_co_operating(duty: DutyList) -> None:
 
 def test_duty_list_rejects_unknown_unit_reference() -> None:
     data = sample_dict()
-    data["matters"][0]["co_operating"] = ["PA-ZJJ", "PA-SWJ"]
+    matter_dict(data, "M08")["co_operating"] = ["PA-ZJJ", "PA-SWJ"]
     with pytest.raises(ValidationError) as info:
         DutyList.model_validate(data)
     assert "matter M08: unknown unit PA-SWJ" in str(info.value)
@@ -324,12 +345,13 @@ def test_duty_list_rejects_unknown_unit_reference() -> None:
 
 def test_duty_list_rejects_unknown_primary_and_command_centre() -> None:
     data = sample_dict()
-    data["matters"][3]["primary"] = "PA-LDJCDD"
+    matter_dict(data, "M30")["primary"] = "PA-LDJCDD"
     data["county"]["command_centre"] = "PA-ZHZX"
     with pytest.raises(ValidationError) as info:
         DutyList.model_validate(data)
     text = str(info.value)
-    assert "command centre PA-ZHZX is not in units; matter M30: unknown unit PA-LDJCDD" in text
+    assert "指挥中心 PA-ZHZX 不在单位表中 / command centre PA-ZHZX is not in units" in text
+    assert "事项 M30 引用了不存在的单位 PA-LDJCDD / matter M30: unknown unit PA-LDJCDD" in text
 
 
 def test_duty_list_rejects_missing_deadline_class() -> None:
@@ -355,7 +377,7 @@ def test_duty_list_rejects_unknown_channel_matter_and_orphan_grid() -> None:
 
 def test_duty_list_rejects_duplicate_matter_codes() -> None:
     data = sample_dict()
-    data["matters"].append(dict(data["matters"][1]))
+    data["matters"].append(dict(matter_dict(data, "M12")))
     with pytest.raises(ValidationError) as info:
         DutyList.model_validate(data)
     assert "duplicate matter codes" in str(info.value)

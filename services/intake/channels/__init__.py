@@ -10,6 +10,7 @@ from services.intake.channels.gridapp import normalise_gridapp, self_resolved_re
 from services.intake.channels.hotline12345 import normalise_12345
 from services.intake.channels.petition import normalise_petition
 from services.intake.channels.police110 import normalise_110
+from services.intake.channels.wechat import process_wechat
 
 # What one accepted raw report becomes: an event to route, a recorded self-resolved item, or a
 # supplement to an event already reported. Intake's worker sends each kind to its own topic.
@@ -25,7 +26,7 @@ NORMALISERS: dict[Channel, Normaliser] = {
 }
 
 # Channels whose reports can become something other than an event (a processor per channel).
-PROCESSORS: dict[Channel, Processor] = {}
+PROCESSORS: dict[Channel, Processor] = {Channel.WECHAT: process_wechat}
 
 
 def normalise(raw: ReportReceived, event_id: str) -> EventNormalised:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from gridhub.kernel.errors import PermanentError
 from gridhub.kernel.problems import describe_validation_error
-from schemas import ReportReceived, SourceRef
+from schemas import EventNormalised, ReportReceived
 from schemas.raw import SOURCE_ID_FIELDS
 
 P = TypeVar("P", bound=BaseModel)
@@ -27,9 +27,18 @@ def parse_payload(model: type[P], raw: ReportReceived) -> P:
     return payload
 
 
-def source_refs(raw: ReportReceived) -> tuple[SourceRef, ...]:
-    """The event's reference back to the raw report it came from."""
-    return (SourceRef(source=raw.source, source_id=raw.source_id, raw_message_id=raw.message_id),)
+def source_refs(raw: ReportReceived) -> tuple[dict[str, Any], ...]:
+    """The event's reference back to the raw report it came from (as data for `event`)."""
+    return ({"source": raw.source, "source_id": raw.source_id, "raw_message_id": raw.message_id},)
+
+
+def event(**fields: Any) -> EventNormalised:
+    """The canonical event from its fields, nested parts given as plain dicts.
+
+    One validation of the whole tree in pydantic's core instead of one Python constructor per nested model:
+    measured a quarter of a normaliser's cost, and intake's rate is CPU-bound on exactly this.
+    """
+    return EventNormalised.model_validate(fields)
 
 
 def first_line(text: str) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from gridhub.kernel.errors import PermanentError
-from schemas import Attachment, EventNormalised, Location, Reporter, ReportReceived, Urgency
+from schemas import EventNormalised, ReportReceived, Urgency
 from schemas.base import AwareDatetime
 from schemas.selfresolved import SelfResolvedRecorded
-from services.intake.channels.common import first_line, parse_payload, source_refs
+from services.intake.channels.common import event, first_line, parse_payload, source_refs
 
 MAX_PHOTOS = 9  # what the app lets a worker attach to one report
 
@@ -42,19 +42,19 @@ class GridReport(BaseModel):
 
 def _event(raw: ReportReceived, event_id: str, report: GridReport) -> EventNormalised:
     headline = first_line(report.description)
-    return EventNormalised(
+    return event(
         causation_id=raw.message_id,
         event_id=event_id,
         sources=source_refs(raw),
         type=f"网格上报：{report.category or '未分类'}",
         title=f"[网格 {report.grid_code}] {headline[:60]}",
         description=report.description,
-        location=Location(address=report.address, grid_code=report.grid_code, lat=report.lat, lon=report.lon),
+        location=dict(address=report.address, grid_code=report.grid_code, lat=report.lat, lon=report.lon),
         # The reporter is the grid worker acting in office: no citizen's personal data here.
-        reporter=Reporter(name=f"网格员 {report.worker_id}", personal_fields=()),
+        reporter=dict(name=f"网格员 {report.worker_id}", personal_fields=()),
         reported_at=report.reported_at,
         received_at=raw.received_at,
-        attachments=tuple(Attachment(url=str(url)) for url in report.photos),
+        attachments=tuple(dict(url=str(url)) for url in report.photos),
         urgency=Urgency.URGENT if report.urgent else Urgency.NORMAL,
         declared_category=report.category,
     )

@@ -6,9 +6,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas import EventNormalised, Location, Reporter, ReportReceived, Urgency
+from schemas import EventNormalised, ReportReceived, Urgency
 from schemas.base import AwareDatetime
-from services.intake.channels.common import check_phone, first_line, parse_payload, source_refs
+from services.intake.channels.common import check_phone, event, first_line, parse_payload, source_refs
 
 
 class AppealType(StrEnum):
@@ -58,17 +58,17 @@ def _title(order: WorkOrder12345) -> str:
 def normalise_12345(raw: ReportReceived, event_id: str) -> EventNormalised:
     """Validate a 12345 work order and build its canonical event."""
     order = parse_payload(WorkOrder12345, raw)
-    return EventNormalised(
+    return event(
         causation_id=raw.message_id,
         event_id=event_id,
         sources=source_refs(raw),
         type=order.appeal_type.value,
         title=_title(order),
         description=order.content,
-        location=Location(
+        location=dict(
             address=order.address, district=order.district, grid_code=order.grid_code, lat=order.lat, lon=order.lon
         ),
-        reporter=Reporter(name=order.caller_name, phone=order.caller_phone, anonymous=order.caller_name is None),
+        reporter=dict(name=order.caller_name, phone=order.caller_phone, anonymous=order.caller_name is None),
         reported_at=order.call_time,
         received_at=raw.received_at,
         urgency=Urgency.URGENT if order.urgency is WorkOrderUrgency.URGENT else Urgency.NORMAL,

@@ -6,9 +6,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas import EventNormalised, Location, Reporter, ReportReceived, Urgency
+from schemas import EventNormalised, ReportReceived, Urgency
 from schemas.base import AwareDatetime
-from services.intake.channels.common import check_phone, first_line, parse_payload, source_refs
+from services.intake.channels.common import check_phone, event, first_line, parse_payload, source_refs
 
 # 集体访: five or more people petitioning together is a group petition, handled as urgent.
 GROUP_PETITION_PEOPLE = 5
@@ -60,15 +60,15 @@ def normalise_petition(raw: ReportReceived, event_id: str) -> EventNormalised:
     flags = tuple(flag for flag, on in (("repeat-petition", petition.repeat), ("group-petition", group)) if on)
     person = petition.petitioner
     headline = first_line(petition.demands)
-    return EventNormalised(
+    return event(
         causation_id=raw.message_id,
         event_id=event_id,
         sources=source_refs(raw),
         type=f"信访（{petition.form.value}）",
         title=f"[信访{'·集体访' if group else ''}{'·重复' if petition.repeat else ''}] {headline[:60]}",
         description=petition.demands,
-        location=Location(address=petition.address, district=petition.district, grid_code=petition.grid_code),
-        reporter=Reporter(
+        location=dict(address=petition.address, district=petition.district, grid_code=petition.grid_code),
+        reporter=dict(
             name=person.name,
             phone=person.phone,
             address=person.address,

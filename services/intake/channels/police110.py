@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas import EventNormalised, Location, Reporter, ReportReceived, Urgency
+from schemas import EventNormalised, ReportReceived, Urgency
 from schemas.base import AwareDatetime
-from services.intake.channels.common import check_phone, first_line, parse_payload, source_refs
+from services.intake.channels.common import check_phone, event, first_line, parse_payload, source_refs
 from services.intake.channels.hotline12345 import WorkOrderUrgency
 
 
@@ -35,23 +35,21 @@ def normalise_110(raw: ReportReceived, event_id: str) -> EventNormalised:
     """Validate a 110 hand-over and build its canonical event; the incident type is the channel's category."""
     incident = parse_payload(PoliceIncident110, raw)
     headline = first_line(incident.summary)
-    return EventNormalised(
+    return event(
         causation_id=raw.message_id,
         event_id=event_id,
         sources=source_refs(raw),
         type=f"非警务警情：{incident.incident_type}",
         title=f"[110 {incident.incident_type}] {headline[:60]}",
         description=incident.summary,
-        location=Location(
+        location=dict(
             address=incident.address,
             district=incident.district,
             grid_code=incident.grid_code,
             lat=incident.lat,
             lon=incident.lon,
         ),
-        reporter=Reporter(
-            name=incident.caller_name, phone=incident.caller_phone, anonymous=incident.caller_name is None
-        ),
+        reporter=dict(name=incident.caller_name, phone=incident.caller_phone, anonymous=incident.caller_name is None),
         occurred_at=incident.call_time,
         reported_at=incident.call_time,
         received_at=raw.received_at,
