@@ -25,7 +25,7 @@ from schemas import (
     new_id,
 )
 from schemas.index import IndexOutcome
-from services.intake.dedupe import DedupeIndex, Route, index_entry, index_record, index_record_bytes, route
+from services.intake.dedupe import DedupeIndex, Route, index_entry, index_record, index_record_bytes, json_time, route
 from services.intake.worker import IntakeHandler, IntakeMetrics
 
 PREFIX = "u."
@@ -223,7 +223,12 @@ def test_revoking_drops_only_partitions_no_raw_topic_still_needs() -> None:
     ("source_id", "now"),
     [
         ("12345-2026-000001", datetime(2026, 11, 22, 9, 30, 0, 123456, tzinfo=UTC)),
-        ("A/B:C.d_e-f", datetime(2026, 11, 22, 9, 30, tzinfo=UTC)),  # no microseconds: pydantic drops them too
+        # No microseconds: pydantic drops them too.
+        ("A/B:C.d_e-f", datetime(2026, 11, 22, 9, 30, tzinfo=UTC)),
+        ("tab\there", datetime(2026, 11, 22, 9, 30, tzinfo=UTC)),
+        ("工单-甲", datetime(2026, 11, 22, 9, 30, tzinfo=UTC)),
+        # What the worker makes: milliseconds.
+        ("ms", datetime(2026, 11, 22, 9, 30, 1, 123000, tzinfo=UTC)),
         ('引号"与\\反斜杠\n换行', datetime(2027, 2, 1, 1, 2, 3, 4, tzinfo=timezone(timedelta(hours=8)))),
     ],
 )
@@ -247,4 +252,4 @@ def test_index_record_bytes_equal_the_models_own(source_id: str, now: datetime) 
         ),
     ):
         model = index_record(raw, outcome, now)
-        assert index_record_bytes(raw, outcome, now, model.message_id) == model.to_bytes()
+        assert index_record_bytes(raw, outcome, json_time(now), model.message_id) == model.to_bytes()
