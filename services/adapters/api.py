@@ -34,6 +34,7 @@ from services.adapters.channels import (
     JsonChannel,
     too_deep,
 )
+from services.adapters.headers import ApiKeyHeader, SignatureHeader, TimestampHeader
 from services.adapters.index_follower import (
     IndexMetrics,
     open_report_index,
@@ -228,14 +229,10 @@ def create_api(
 
     async def accept(spec: JsonChannel, data: dict[str, Any]) -> Response:
         channel = spec.channel
-        source_id = data.get(spec.id_field)
-        if not isinstance(source_id, str) or not SOURCE_ID.fullmatch(source_id):
+        source_id = spec.source_id_in(data)
+        if source_id is None:
             metrics.reports.labels(channel.value, "rejected").inc()
-            return problem(
-                422,
-                f"缺少或无效的{spec.id_label_zh} {spec.id_field}。",
-                errors=[{"field": spec.id_field, "message": SOURCE_ID_RULE_ZH}],
-            )
+            return problem(422, spec.missing_id_zh, errors=[{"field": spec.id_field, "message": SOURCE_ID_RULE_ZH}])
         outcome = await submit(channel, source_id, data)
         if isinstance(outcome, Response):
             return outcome
@@ -250,12 +247,9 @@ def create_api(
     def json_channel_endpoint(spec: JsonChannel) -> Callable[..., Awaitable[Response]]:
         async def receive(
             request: Request,
-            x_api_key: Annotated[str | None, Header(description="The channel's API key.")] = None,
-            x_timestamp: Annotated[str | None, Header(description="Unix seconds, with X-Signature.")] = None,
-            x_signature: Annotated[
-                str | None,
-                Header(description='Instead of a key: "sha256=" + hex HMAC-SHA256 of "X-Timestamp." + body.'),
-            ] = None,
+            x_api_key: ApiKeyHeader = None,
+            x_timestamp: TimestampHeader = None,
+            x_signature: SignatureHeader = None,
         ) -> Response:
             refused = await authenticate_source(spec.channel, request, x_api_key, x_timestamp, x_signature)
             if refused is not None:

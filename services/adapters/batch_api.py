@@ -4,16 +4,17 @@
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
 
 from gridhub.kernel.http import TITLES_ZH, problem
 from schemas import Channel
-from services.adapters.channels import SOURCE_ID, SOURCE_ID_RULE_ZH, TOO_DEEP_ZH, JsonChannel, too_deep
+from services.adapters.channels import SOURCE_ID_RULE_ZH, TOO_DEEP_ZH, JsonChannel, too_deep
+from services.adapters.headers import ApiKeyHeader, SignatureHeader, TimestampHeader
 from services.adapters.settings import AdaptersSettings
 from services.adapters.submission import Submit, Submitted
 
@@ -96,9 +97,9 @@ def parse_batch(body: bytes, max_items: int, max_bytes: int) -> list[dict[str, A
 
 def check_item(spec: JsonChannel, item: dict[str, Any], max_item_bytes: int | None) -> str | dict[str, Any]:
     """The item's own id, or the problem that rejects it (max_item_bytes None: no item can be too large)."""
-    source_id = item.get(spec.id_field)
-    if not isinstance(source_id, str) or not SOURCE_ID.fullmatch(source_id):
-        return item_problem(422, f"缺少或无效的{spec.id_label_zh} {spec.id_field}。", spec.id_field, SOURCE_ID_RULE_ZH)
+    source_id = spec.source_id_in(item)
+    if source_id is None:
+        return item_problem(422, spec.missing_id_zh, spec.id_field, SOURCE_ID_RULE_ZH)
     if too_deep(item):
         return item_problem(400, f"这一条的 {TOO_DEEP_ZH}。", "(item)", TOO_DEEP_ZH)
     if max_item_bytes is not None and len(json.dumps(item, ensure_ascii=False).encode()) > max_item_bytes:
@@ -128,12 +129,9 @@ def batch_router(
     def endpoint(spec: JsonChannel) -> Callable[..., Awaitable[Response]]:
         async def receive_batch(
             request: Request,
-            x_api_key: Annotated[str | None, Header(description="The channel's API key.")] = None,
-            x_timestamp: Annotated[str | None, Header(description="Unix seconds, with X-Signature.")] = None,
-            x_signature: Annotated[
-                str | None,
-                Header(description='Instead of a key: "sha256=" + hex HMAC-SHA256 of "X-Timestamp." + body.'),
-            ] = None,
+            x_api_key: ApiKeyHeader = None,
+            x_timestamp: TimestampHeader = None,
+            x_signature: SignatureHeader = None,
         ) -> Response:
             channel = spec.channel
             refused = await authenticate_source(channel, request, x_api_key, x_timestamp, x_signature)

@@ -14,7 +14,6 @@ from typing import Any
 from schemas import Channel, ReportReceived, new_id
 from services.adapters.channels import (
     ADAPTER_VERSION,
-    SOURCE_ID,
     SOURCE_ID_RULE_ZH,
     TOO_DEEP_ZH,
     channel_spec,
@@ -86,8 +85,8 @@ def plan_import(
         if row.payload is None:
             summary.rejected.append(Rejected(row.line, row.error or "无法读取", None))
             continue
-        source_id = row.payload.get(spec.id_field)
-        if not isinstance(source_id, str) or not SOURCE_ID.fullmatch(source_id):
+        source_id = spec.source_id_in(row.payload)
+        if source_id is None:
             summary.rejected.append(Rejected(row.line, f"{spec.id_field}：{SOURCE_ID_RULE_ZH}", row.payload))
             continue
         if too_deep(row.payload):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from gridhub import __version__
 from schemas import Channel
@@ -48,6 +49,16 @@ class JsonChannel:
     summary: str
     description: str
     invalid: str
+
+    def source_id_in(self, body: dict[str, Any]) -> str | None:
+        """The channel's own id in a report body, or None when it is missing or not a valid id."""
+        source_id = body.get(self.id_field)
+        return source_id if isinstance(source_id, str) and SOURCE_ID.fullmatch(source_id) else None
+
+    @property
+    def missing_id_zh(self) -> str:
+        """What an operator reads when a report lacks a valid id."""
+        return f"缺少或无效的{self.id_label_zh} {self.id_field}。"
 
 
 # The envelope is checked here (JSON object with the channel's id); intake validates the payload in full.

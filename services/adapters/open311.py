@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from gridhub.kernel.http import PROBLEM_JSON, TITLES_ZH, ProblemJSONResponse
 from schemas import Channel, new_id
 from schemas.dutylist import DutyList, Matter
+from services.adapters.headers import SignatureHeader, TimestampHeader
 from services.adapters.open311_request import (
     IDEMPOTENCY_KEY,
     STATUS_LIST,
@@ -242,8 +243,8 @@ def open311_router(
                 json_schema_extra={"pattern": IDEMPOTENCY_KEY.pattern},
             ),
         ] = None,
-        x_timestamp: Annotated[str | None, Header(description="Unix seconds, with X-Signature.")] = None,
-        x_signature: Annotated[str | None, Header(description="HMAC signature instead of a key.")] = None,
+        x_timestamp: TimestampHeader = None,
+        x_signature: SignatureHeader = None,
     ) -> Response:
         """Check the request, publish it as a 12345 work order on the shared submit path, answer its id."""
         fields = await _fields(request, max_body_bytes)

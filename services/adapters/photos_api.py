@@ -13,6 +13,7 @@ from gridhub.kernel.http import problem
 from schemas import Channel
 from services.adapters.attachments import SHA256, NotAnImage, PhotoStore, PhotoTooLarge
 from services.adapters.channels import SOURCE_ID, TOO_DEEP_ZH, JsonChannel, channel_spec, too_deep
+from services.adapters.headers import SignatureHeader, TimestampHeader
 
 SourceCheck = Callable[[Channel, Request, str | None, str | None, str | None], Awaitable[Response | None]]
 Accept = Callable[[JsonChannel, dict[str, Any]], Awaitable[Response]]
@@ -66,8 +67,8 @@ def photo_router(
     async def receive_with_photos(
         request: Request,
         x_api_key: Annotated[str | None, Header(description="The grid app's API key.")] = None,
-        x_timestamp: Annotated[str | None, Header(description="Unix seconds, with X-Signature.")] = None,
-        x_signature: Annotated[str | None, Header(description="HMAC signature instead of a key.")] = None,
+        x_timestamp: TimestampHeader = None,
+        x_signature: SignatureHeader = None,
     ) -> Response:
         """Store each photo by its sha256, add its URL to the report's photos, then accept the report."""
         refused = await authenticate_source(spec.channel, request, x_api_key, x_timestamp, x_signature)

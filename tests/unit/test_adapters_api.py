@@ -12,14 +12,14 @@ import httpx
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 from ulid import ULID
 
 from gridhub.kernel.settings import CommonSettings
 from schemas import Channel, ReportReceived, TaskUpdated, UpdateKind
-from services.adapters.api import ADAPTER_VERSION, create_api
+from services.adapters.api import ADAPTER_VERSION
 from services.adapters.auth import body_signature
 from services.adapters.settings import AdaptersSettings
+from tests.unit.adapter_harness import FakePublisher, api_with, served
 
 API_KEY = "test-12345-key"
 POLICE_KEY = "test-110-key"
@@ -40,19 +40,6 @@ ORDER = {
     "call_time": "2026-11-20T09:30:00+08:00",
     "extra": {"坐席": "12号", "录音": None},
 }
-
-
-class FakePublisher:
-    """Records (topic, key, value); raises `error` when set."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, bytes]] = []
-        self.error: Exception | None = None
-
-    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
-        if self.error is not None:
-            raise self.error
-        self.records.append((topic, key, value))
 
 
 @pytest.fixture(autouse=True)
@@ -83,18 +70,12 @@ def app(publisher: FakePublisher) -> FastAPI:
         max_body_bytes=4096,
     )
 
-    async def factory() -> FakePublisher:
-        return publisher
-
-    return create_api(settings, CollectorRegistry(), publisher_factory=factory)
+    return api_with(settings, publisher)
 
 
 @pytest.fixture()
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://adapters.test") as c,
-    ):
+    async with served(app) as c:
         yield c
 
 

@@ -19,12 +19,13 @@ from prometheus_client import CollectorRegistry
 
 from gridhub.kernel.settings import CommonSettings
 from schemas import ReportReceived, TaskDispatched, TaskRole
-from services.adapters.api import create_api
 from services.adapters.auth import body_signature
 from services.adapters.channels import too_deep
 from services.adapters.index_follower import IndexMetrics, open_report_index, task_owner_applier
 from services.adapters.report_index import InFlight, ReportIndex
 from services.adapters.settings import AdaptersSettings
+from tests.unit.adapter_harness import FakePublisher as RecordingPublisher
+from tests.unit.adapter_harness import api_with, served
 
 API_KEY = "test-12345-key"
 HMAC_SECRET = "110-指挥中心-共享密钥-2026"
@@ -41,12 +42,11 @@ def order(n: int | str) -> dict[str, Any]:
     }
 
 
-class FakePublisher:
+class FakePublisher(RecordingPublisher):
     """Records (topic, key, value); holds every send until `release` is set; raises `error` when set."""
 
     def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, bytes]] = []
-        self.error: Exception | None = None
+        super().__init__()
         self.release = asyncio.Event()
         self.release.set()
         self.in_flight = 0
@@ -58,9 +58,7 @@ class FakePublisher:
         try:
             async with asyncio.timeout(5):
                 await self.release.wait()
-            if self.error is not None:
-                raise self.error
-            self.records.append((topic, key, value))
+            await super().send_and_wait(topic, value, key)
         finally:
             self.in_flight -= 1
 
@@ -83,18 +81,12 @@ def app(publisher: FakePublisher, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
         batch_max_items=20,
     )
 
-    async def factory() -> FakePublisher:
-        return publisher
-
-    return create_api(settings, CollectorRegistry(), publisher_factory=factory)
+    return api_with(settings, publisher)
 
 
 @pytest.fixture()
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://adapters.test") as c,
-    ):
+    async with served(app) as c:
         yield c
 
 

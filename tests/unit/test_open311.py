@@ -13,7 +13,6 @@ import httpx
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 
 from gridhub.kernel.settings import CommonSettings
 from schemas import (
@@ -32,7 +31,6 @@ from schemas import (
     new_id,
 )
 from schemas.dutylist import load_duty_list
-from services.adapters.api import create_api
 from services.adapters.open311_request import caller_name, parse_time, service_request_id
 from services.adapters.request_feed import apply_record
 from services.adapters.request_status import Stage, TaskProgress, deciding_task, life_cycle, task_stage
@@ -42,6 +40,7 @@ from services.intake.channels import process
 from services.router.decide import build_tasks, decide
 from services.sla.calendar import WorkingCalendar
 from services.sla.clocks import TaskClockState, apply_update, start_clocks, status_event
+from tests.unit.adapter_harness import FakePublisher, api_with, served
 
 KEY = "test-12345-key"
 PROBLEM = "application/problem+json"
@@ -65,19 +64,6 @@ FORM = {
 }
 
 
-class FakePublisher:
-    """Records (topic, key, value); raises `error` when set."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, bytes]] = []
-        self.error: Exception | None = None
-
-    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
-        if self.error is not None:
-            raise self.error
-        self.records.append((topic, key, value))
-
-
 @pytest.fixture()
 def publisher() -> FakePublisher:
     return FakePublisher()
@@ -93,10 +79,7 @@ def app(publisher: FakePublisher) -> FastAPI:
         duty_list=None,
     )
 
-    async def factory() -> FakePublisher:
-        return publisher
-
-    return create_api(settings, CollectorRegistry(), publisher_factory=factory)
+    return api_with(settings, publisher)
 
 
 @pytest.fixture()
@@ -107,10 +90,7 @@ def view(app: FastAPI) -> RequestView:
 
 @pytest.fixture()
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://adapters.test") as c,
-    ):
+    async with served(app) as c:
         yield c
 
 

@@ -7,18 +7,16 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 
 from gridhub.kernel.settings import CommonSettings
 from schemas import Channel, SummonDepartments, TaskRole
 from schemas.dutylist import DutyList, load_duty_list
 from schemas.task import WITHHELD_FROM_ACCUSED
-from services.adapters.api import create_api
 from services.adapters.settings import AdaptersSettings
 from services.router.decide import task_id_for
 from services.router.flows import Summoned
+from tests.unit.adapter_harness import FakePublisher, api_with, served
 from tests.unit.router_cases import EVENT_ID, PETITIONER, report, routed, step
-from tests.unit.test_adapters_api import FakePublisher
 
 ILLEGAL_BUILDING = "锦绣花园小区顶楼业主私自加盖两层阳光房，楼下渗水，物业劝阻无效"
 TASK_ID = "01KAFZ0M3DY89XFXAKDNGGSZDK"
@@ -100,18 +98,12 @@ def app(publisher: FakePublisher, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
         monkeypatch.delenv(name, raising=False)
     settings = AdaptersSettings(common=CommonSettings(mode="dev", topic_prefix="gridhub."), unit_keys={})
 
-    async def factory() -> FakePublisher:
-        return publisher
-
-    return create_api(settings, CollectorRegistry(), publisher_factory=factory)
+    return api_with(settings, publisher)
 
 
 @pytest.fixture()
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://adapters.test") as c,
-    ):
+    async with served(app) as c:
         yield c
 
 

@@ -11,14 +11,12 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka.errors import KafkaTimeoutError
-from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 from ulid import ULID
 
 from gridhub.kernel.settings import CommonSettings
-from schemas import Channel, ReportReceived
-from services.adapters.api import create_api
+from schemas import Channel
 from services.adapters.settings import AdaptersSettings
+from tests.unit.adapter_harness import FakePublisher, api_with, served
 from tests.unit.wechat_server import (
     ACCOUNT,
     AES_KEY,
@@ -47,22 +45,6 @@ from tests.unit.wechat_server import (
 PROBLEM = "application/problem+json"
 
 
-class FakePublisher:
-    """Records (topic, key, value); raises `error` when set."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, bytes]] = []
-        self.error: Exception | None = None
-
-    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
-        if self.error is not None:
-            raise self.error
-        self.records.append((topic, key, value))
-
-    def reports(self) -> list[ReportReceived]:
-        return [ReportReceived.model_validate_json(value) for _, _, value in self.records]
-
-
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("GRIDHUB_MODE", "GRIDHUB_TOPIC_PREFIX", "GRIDHUB_ADAPTERS_WECHAT_TOKEN"):
@@ -86,20 +68,9 @@ def publisher() -> FakePublisher:
     return FakePublisher()
 
 
-async def open_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://adapters.test") as c,
-    ):
-        yield c
-
-
 @pytest.fixture()
 async def client(tmp_path: Path, publisher: FakePublisher) -> AsyncIterator[httpx.AsyncClient]:
-    async def factory() -> FakePublisher:
-        return publisher
-
-    async for c in open_client(create_api(settings(tmp_path), CollectorRegistry(), publisher_factory=factory)):
+    async with served(api_with(settings(tmp_path), publisher)) as c:
         yield c
 
 
@@ -352,11 +323,8 @@ async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:
 
 
 async def test_plaintext_refused_when_safe_mode_required(tmp_path: Path, publisher: FakePublisher) -> None:
-    async def factory() -> FakePublisher:
-        return publisher
-
-    app = create_api(settings(tmp_path, wechat_allow_plaintext=False), CollectorRegistry(), publisher_factory=factory)
-    async for c in open_client(app):
+    app = api_with(settings(tmp_path, wechat_allow_plaintext=False), publisher)
+    async with served(app) as c:
         assert_problem(await post_plain(c, text_xml()), 403, "安全模式")
         assert event_id_in(decrypted_reply(await post_safe(c, text_xml()))["Content"])
     assert len(publisher.records) == 1
@@ -367,24 +335,18 @@ PROD_KEYS = {"source_keys": {"12345": "k-12345-8d1f"}, "unit_keys": {"PA-CG": "k
 
 
 async def test_prod_refuses_plaintext_unless_allowed(tmp_path: Path, publisher: FakePublisher) -> None:
-    async def factory() -> FakePublisher:
-        return publisher
-
     account = {"wechat_token": TOKEN, "wechat_app_id": APP_ID, "wechat_encoding_aes_key": AES_KEY}
     prod = AdaptersSettings(common=PROD.model_copy(update={"data_dir": tmp_path}), **PROD_KEYS, **account)
-    async for c in open_client(create_api(prod, CollectorRegistry(), publisher_factory=factory)):
+    async with served(api_with(prod, publisher)) as c:
         assert_problem(await post_plain(c, text_xml()), 403, "安全模式")  # unsigned bodies: off by default
         assert event_id_in(decrypted_reply(await post_safe(c, text_xml()))["Content"])
     assert len(publisher.records) == 1
 
 
 async def test_prod_without_an_official_account_answers_404(tmp_path: Path, publisher: FakePublisher) -> None:
-    async def factory() -> FakePublisher:
-        return publisher
-
     prod = AdaptersSettings(common=PROD.model_copy(update={"data_dir": tmp_path}), **PROD_KEYS)
-    app = create_api(prod, CollectorRegistry(), publisher_factory=factory)
-    async for c in open_client(app):
+    app = api_with(prod, publisher)
+    async with served(app) as c:
         ts = now_s()
         query = {"signature": sign(TOKEN, ts, NONCE), "timestamp": ts, "nonce": NONCE, "echostr": "583739752"}
         assert_problem(await c.get(PATH, params=query), 404, "本县未配置微信公众号渠道。")
@@ -394,7 +356,7 @@ async def test_prod_without_an_official_account_answers_404(tmp_path: Path, publ
         assert 'gridhub_adapters_wechat_messages_total{kind="unknown",outcome="unconfigured"} 2.0' in metrics
     assert publisher.records == []
     # Mounted all the same: the OpenAPI document does not depend on whether a county has an account.
-    with_account = create_api(settings(tmp_path), CollectorRegistry(), publisher_factory=factory)
+    with_account = api_with(settings(tmp_path), publisher)
     assert app.openapi()["paths"][PATH] == with_account.openapi()["paths"][PATH]
 
 
