@@ -21,7 +21,8 @@ from gridhub.up import command
 from schemas import Channel, ReportReceived, new_id
 from schemas.dutylist import load_duty_list
 from services.intake.channels import normalise
-from services.router.decide import build_tasks, decide
+from services.router.decide import decide
+from services.router.tasks import build_tasks
 
 
 @dataclass

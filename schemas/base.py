@@ -55,6 +55,17 @@ def new_id() -> str:
     )
 
 
+def id_at_time_of(other_id: str, randomness: bytes) -> str:
+    """A ULID with the timestamp of another ULID and the first 10 bytes of `randomness` (a digest: ids that repeat)."""
+    r = int.from_bytes(randomness[:10], "big")
+    p = _PAIRS
+    # A ULID's first 10 characters are its 48-bit millisecond timestamp and nothing else.
+    return (
+        f"{other_id[:10].upper()}{p[r >> 70]}{p[(r >> 60) & 1023]}{p[(r >> 50) & 1023]}{p[(r >> 40) & 1023]}"
+        f"{p[(r >> 30) & 1023]}{p[(r >> 20) & 1023]}{p[(r >> 10) & 1023]}{p[r & 1023]}"
+    )
+
+
 def _require_aware(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp must carry a UTC offset, e.g. 2026-11-22T09:30:00+08:00")

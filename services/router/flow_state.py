@@ -24,7 +24,8 @@ from schemas import (
     Tier,
 )
 from schemas.dutylist import DutyList
-from services.router.decide import Assignment, Decision, build_tasks, place
+from services.router.decide import Assignment, Decision, place
+from services.router.tasks import build_tasks
 
 
 class _Frozen(BaseModel):

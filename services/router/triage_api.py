@@ -49,10 +49,10 @@ from schemas.catalogue import PARTITIONS
 from schemas.command import TRIAGE_COMMANDS
 from schemas.dutylist import DutyList
 from services.router import triage
-from services.router.decide import task_id_for
 from services.router.flows import ManualDispatch
 from services.router.flows_wiring import Flows
 from services.router.settings import RouterSettings
+from services.router.tasks import task_id_for
 from services.router.triage import Refusal, TriageItem
 
 log = logging.getLogger(__name__)

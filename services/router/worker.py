@@ -22,7 +22,7 @@ from gridhub.kernel.streams import DeadLetters, bytes_topic
 from schemas import CaseLinked, EventNormalised
 from schemas.catalogue import PARTITIONS
 from schemas.dutylist import DutyList, load_duty_list
-from services.router.decide import Decision, build_tasks, decide, locate
+from services.router.decide import Decision, decide, locate
 from services.router.flows_wiring import install_flows
 from services.router.merging import (
     Candidate,
@@ -37,6 +37,7 @@ from services.router.merging import (
 )
 from services.router.settings import RouterSettings
 from services.router.signature import TextRules
+from services.router.tasks import build_tasks
 from services.router.triage_api import install_triage
 
 SERVICE = "router"

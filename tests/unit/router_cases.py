@@ -18,7 +18,7 @@ from schemas import (
     new_id,
 )
 from schemas.dutylist import DutyList
-from services.router.decide import build_tasks, decide
+from services.router.decide import decide
 from services.router.flows import (
     FlowInput,
     FlowPolicy,
@@ -29,6 +29,7 @@ from services.router.flows import (
     UnitReported,
     apply,
 )
+from services.router.tasks import build_tasks
 
 CST = timezone(timedelta(hours=8))
 EVENT_ID = "01KAFZ0M3DB3XG7M2Q4J8K6P1Z"

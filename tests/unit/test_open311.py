@@ -37,7 +37,8 @@ from services.adapters.request_status import Stage, TaskProgress, deciding_task,
 from services.adapters.request_view import RequestView
 from services.adapters.settings import AdaptersSettings
 from services.intake.channels import process
-from services.router.decide import build_tasks, decide
+from services.router.decide import decide
+from services.router.tasks import build_tasks
 from services.sla.calendar import WorkingCalendar
 from services.sla.clocks import TaskClockState, apply_update, start_clocks, status_event
 from tests.unit.adapter_harness import FakePublisher, api_with, served

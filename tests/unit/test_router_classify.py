@@ -13,13 +13,13 @@ from schemas import EventNormalised, TaskRole, Tier
 from schemas.dutylist import DutyList, load_duty_list
 from services.router.decide import (
     CATEGORY_DEFAULT_CONFIDENCE,
-    build_tasks,
     classify,
     decide,
     place,
     router_index,
 )
 from services.router.evaluation import report_event
+from services.router.tasks import build_tasks
 from services.router.text import confidence, event_text
 
 NOW = datetime(2026, 11, 20, 1, 31, 2, tzinfo=UTC)

@@ -26,7 +26,8 @@ from schemas import (
     Urgency,
 )
 from schemas.dutylist import DutyList, load_duty_list
-from services.router.decide import Assignment, build_tasks, classify, decide, locate, task_id_for
+from services.router.decide import Assignment, classify, decide, locate
+from services.router.tasks import build_tasks, task_id_for
 
 CST = timezone(timedelta(hours=8))
 EVENT_ID = "01KAFZ0M3DB3XG7M2Q4J8K6P1Z"

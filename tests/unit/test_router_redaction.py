@@ -14,8 +14,9 @@ from schemas.dutylist import DutyList, load_duty_list
 from schemas.task import WITHHELD_CONFIDENTIAL, WITHHELD_FROM_ACCUSED
 from services.notifier.delivery import deliver, new_session
 from services.notifier.signing import secret_bytes
-from services.router.decide import build_tasks, decide
+from services.router.decide import decide
 from services.router.redaction import MASK, complained_unit_code, reporter_for, scrub
+from services.router.tasks import build_tasks
 from tests.unit.router_cases import CALLER, NOW, PETITIONER, report
 
 # Every way the petitioner's personal data could show: as stored, as written in the letter, JSON-escaped.

@@ -6,9 +6,9 @@ import pytest
 
 from schemas import TaskRole, TriageCause, UpdateKind
 from schemas.dutylist import DutyList, load_duty_list
-from services.router.decide import task_id_for
 from services.router.flows import FlowState, Routed, TaskRef
 from services.router.returns import Reroute, ReturnHistory, ToTriage, after_return
+from services.router.tasks import task_id_for
 from tests.unit.router_cases import EVENT_ID, primary_of, report, routed, step, unit_update
 
 SEWER = "小区下水道反流，污水冒到路面，已经三天了"

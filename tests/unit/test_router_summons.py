@@ -13,8 +13,8 @@ from schemas import Channel, SummonDepartments, TaskRole
 from schemas.dutylist import DutyList, load_duty_list
 from schemas.task import WITHHELD_FROM_ACCUSED
 from services.adapters.settings import AdaptersSettings
-from services.router.decide import task_id_for
 from services.router.flows import Summoned
+from services.router.tasks import task_id_for
 from tests.unit.adapter_harness import FakePublisher, api_with, served
 from tests.unit.router_cases import EVENT_ID, PETITIONER, report, routed, step
 

@@ -19,9 +19,10 @@ from schemas import (
 )
 from schemas.command import TRIAGE_COMMANDS
 from schemas.dutylist import DutyList, load_duty_list
-from services.router.decide import decide, task_id_for
+from services.router.decide import decide
 from services.router.flows import ManualDispatch, queue_command
 from services.router.settings import RouterSettings
+from services.router.tasks import task_id_for
 from services.router.triage import (
     Refusal,
     TriageItem,

@@ -25,7 +25,8 @@ from schemas import (
     UpdateKind,
 )
 from schemas.dutylist import load_duty_list
-from services.router.decide import build_tasks, decide
+from services.router.decide import decide
+from services.router.tasks import build_tasks
 from services.sla.calendar import WorkingCalendar
 from services.sla.clocks import TaskClockState, TaskStatus, apply_update, start_clocks, status_event
 
