@@ -128,11 +128,11 @@ async def preload(common: CommonSettings, topic: str, records: list[KafkaRecord]
         await asyncio.wait_for(producer.stop(), 30)
 
 
-async def assigned_consumer(common: CommonSettings, topic: str) -> AIOKafkaConsumer:
-    """A group-less consumer that reads every partition of topic from the beginning."""
+async def assigned_consumer(common: CommonSettings, *topics: str) -> AIOKafkaConsumer:
+    """A group-less consumer that reads every partition of the topics from the beginning."""
     consumer = make_consumer(common, group_id=None, max_partition_fetch_bytes=4 * 1024 * 1024)
     await asyncio.wait_for(consumer.start(), 30)
-    consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    consumer.assign([TopicPartition(topic, p) for topic in topics for p in range(PARTITIONS)])
     await asyncio.wait_for(consumer.seek_to_beginning(), 30)
     return consumer
 
@@ -143,9 +143,14 @@ async def collect(
     alive: Callable[[], bool],
     plan: Plan,
     on_first: Callable[[], None] = lambda: None,
+    distinct: Callable[[bytes], bytes | None] | None = None,
 ) -> Arrivals:
-    """Read output records until `expected` arrived, the process died, or a start-up or stall limit passed."""
+    """Read output records until `expected` arrived, the process died, or a start-up or stall limit passed.
+
+    With `distinct`, only a record whose distinct(value) was not seen before counts (events accounted for).
+    """
     arrivals = Arrivals()
+    seen_keys: set[bytes | None] = set()
     started = last_progress = time.monotonic()
     while arrivals.count < expected:
         now = time.monotonic()
@@ -163,6 +168,11 @@ async def collect(
             if arrivals.count == 0 and records:
                 on_first()
             for record in records:
+                if distinct is not None:
+                    key = distinct(record.value)
+                    if key in seen_keys:
+                        continue
+                    seen_keys.add(key)
                 arrivals.add(record.timestamp, seen)
         if batches:
             last_progress = time.monotonic()

@@ -58,7 +58,30 @@ async def run_all(bench: Bench, parts: set[str]) -> list[Row]:
         (
             "router",
             lambda: run_stage(
-                bench, "router", "events.normalised", corpus.events, "tasks.dispatched", n_tasks, "EventNormalised"
+                bench,
+                "router",
+                "events.normalised",
+                corpus.router_events,
+                "tasks.dispatched",
+                corpus.router_tasks,
+                "EventNormalised",
+            ),
+        ),
+        (
+            # As deployed: case merging on. Each event ends as tasks or as a link to an open case.
+            "router+merge",
+            lambda: run_stage(
+                bench,
+                "router",
+                "events.normalised",
+                corpus.router_events,
+                "tasks.dispatched",
+                len(corpus.router_events),
+                "EventNormalised",
+                name="router+merge",
+                env_extra={"GRIDHUB_ROUTER_MERGE_ENABLED": "true"},
+                more_outputs=("cases.links",),
+                count_events=True,
             ),
         ),
         (
@@ -159,7 +182,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=500.0, help="Work orders per second for the latency run.")
     p.add_argument("--seconds", type=float, default=None, help="Length of the latency run (10, quick 4).")
     p.add_argument("--no-half-max", action="store_true", help="Skip the latency run at half the max rate.")
-    p.add_argument("--only", default="baseline,intake,router,sla,notifier,e2e,http", help="Comma-separated parts.")
+    p.add_argument(
+        "--only", default="baseline,intake,router,router+merge,sla,notifier,e2e,http", help="Comma-separated parts."
+    )
     p.add_argument("--json", type=Path, default=None, help="Also write the results as JSON to this path.")
     p.add_argument("--keep", action="store_true", help="Keep the work dir (service logs) even on success.")
     return p.parse_args(argv)

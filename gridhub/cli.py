@@ -13,7 +13,9 @@ from typing import Annotated
 
 import typer
 
+from gridhub.deadline_cli import deadline_command
 from gridhub.dutylist_cli import dutylist_app, route_command
+from gridhub.report_cli import report_app
 
 app = typer.Typer(
     help="GridHub: the integration hub of a county governance command centre.\n\n"
@@ -29,6 +31,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(demo_app, name="demo")
 app.add_typer(dutylist_app, name="dutylist")
+app.add_typer(report_app, name="report")
 
 
 class Service(StrEnum):
@@ -113,9 +116,10 @@ def topics_create(
 
 @topics_app.command("list")
 def topics_list() -> None:
-    """Print the catalogue: name, key, value model, partitions, cleanup, retention."""
+    """Print the catalogue (name, key, value model, partitions, cleanup, retention), then services' own topics."""
     from gridhub.kernel.settings import CommonSettings
     from schemas import CATALOGUE
+    from schemas.catalogue import INTERNAL_TOPICS
 
     common = CommonSettings()
     for spec in CATALOGUE:
@@ -123,6 +127,12 @@ def topics_list() -> None:
         typer.echo(
             f"{common.topic(spec.name):32} key={spec.key:18} {spec.value_model.__name__:20} "
             f"p={spec.partitions} {spec.cleanup_policy:7} {retention}"
+        )
+    for internal in INTERNAL_TOPICS:
+        retention = "forever" if internal.retention_ms < 0 else f"{internal.retention_ms // 86_400_000}d"
+        typer.echo(
+            f"{common.topic(internal.name):32} key={internal.key.split(',')[0]:18} {'(' + internal.service + ')':20} "
+            f"p={internal.partitions} {internal.cleanup_policy:7} {retention}"
         )
 
 
@@ -222,6 +232,7 @@ def import_file(
 
 
 app.command("route")(route_command)
+app.command("deadline")(deadline_command)
 
 
 @app.command()

@@ -12,8 +12,10 @@ from schemas.command import (
     SummonDepartments,
     TriageCause,
 )
+from schemas.config import DUTYLIST_KEY, DutyListPublished, dutylist_sha256
 from schemas.deadletter import ReportDeadLettered
 from schemas.delivery import DeliveryOutcome, DeliveryRecorded
+from schemas.endpoint import EndpointChannel, EndpointSaved, NotificationType
 from schemas.event import (
     Attachment,
     EventNormalised,
@@ -42,6 +44,7 @@ from schemas.update import TaskUpdated, UpdateKind
 
 __all__ = [
     "CATALOGUE",
+    "DUTYLIST_KEY",
     "TRIAGE_KEY",
     "AlertKind",
     "Attachment",
@@ -56,11 +59,15 @@ __all__ = [
     "DeliveryRecorded",
     "DispatchTriagedEvent",
     "DurationUnit",
+    "DutyListPublished",
+    "EndpointChannel",
+    "EndpointSaved",
     "EventNormalised",
     "EventSupplemented",
     "IndexOutcome",
     "Location",
     "Message",
+    "NotificationType",
     "QueueForTriage",
     "ReleaseTriagedEvent",
     "ReportDeadLettered",
@@ -83,6 +90,7 @@ __all__ = [
     "TriageCause",
     "UpdateKind",
     "Urgency",
+    "dutylist_sha256",
     "new_id",
     "topic_spec",
 ]

@@ -20,6 +20,10 @@ _last_ms = -1
 _randomness = 0
 _prefix = ""
 _entropy = memoryview(b"")
+# The first 22 characters of the last id (millisecond and randomness but its low 20 bits) and the randomness >> 20
+# they encode: counting up changes only the last few characters, so most ids encode two pairs, not eight.
+_head = ""
+_high = -1
 
 
 def _forget_in_child() -> None:
@@ -34,10 +38,10 @@ os.register_at_fork(after_in_child=_forget_in_child)
 def new_id() -> str:
     """Return a new ULID as its 26-character Crockford base32 string.
 
-    Monotonic like python-ulid's ULID() (the same millisecond counts the randomness up), at a quarter of its
+    Monotonic like python-ulid's ULID() (the same millisecond counts the randomness up), at a fifth of its
     cost: every event on the hot path makes two or three ids.
     """
-    global _last_ms, _randomness, _prefix, _entropy
+    global _last_ms, _randomness, _prefix, _entropy, _head, _high
     ms = time.time_ns() // 1_000_000
     p = _PAIRS
     with _ulid_lock:
@@ -48,11 +52,16 @@ def new_id() -> str:
                 _entropy = memoryview(os.urandom(640))
             _last_ms, _randomness, _entropy = ms, int.from_bytes(_entropy[:10], "big"), _entropy[10:]
             _prefix = f"{p[ms >> 40]}{p[(ms >> 30) & 1023]}{p[(ms >> 20) & 1023]}{p[(ms >> 10) & 1023]}{p[ms & 1023]}"
-        prefix, r = _prefix, _randomness
-    return (
-        f"{prefix}{p[r >> 70]}{p[(r >> 60) & 1023]}{p[(r >> 50) & 1023]}{p[(r >> 40) & 1023]}"
-        f"{p[(r >> 30) & 1023]}{p[(r >> 20) & 1023]}{p[(r >> 10) & 1023]}{p[r & 1023]}"
-    )
+            _high = -1
+        r = _randomness
+        if r >> 20 != _high:
+            _high = r >> 20
+            _head = (
+                f"{_prefix}{p[r >> 70]}{p[(r >> 60) & 1023]}{p[(r >> 50) & 1023]}{p[(r >> 40) & 1023]}"
+                f"{p[(r >> 30) & 1023]}{p[(r >> 20) & 1023]}"
+            )
+        head = _head
+    return f"{head}{p[(r >> 10) & 1023]}{p[r & 1023]}"
 
 
 def id_at_time_of(other_id: str, randomness: bytes) -> str:

@@ -13,8 +13,10 @@ from schemas.command import (
     ReleaseTriagedEvent,
     SummonDepartments,
 )
+from schemas.config import DutyListPublished
 from schemas.deadletter import ReportDeadLettered
 from schemas.delivery import DeliveryRecorded
+from schemas.endpoint import EndpointSaved
 from schemas.event import EventNormalised
 from schemas.index import ReportIndexed
 from schemas.raw import Channel, ReportReceived
@@ -49,10 +51,32 @@ class TopicSpec:
 
     def config(self) -> dict[str, str]:
         """Topic-level configs to create it with."""
-        cfg = {"cleanup.policy": self.cleanup_policy}
-        if self.cleanup_policy == "delete":
-            cfg["retention.ms"] = str(self.retention_ms)
-        return cfg
+        return topic_config(self.cleanup_policy, self.retention_ms)
+
+
+def topic_config(cleanup_policy: str, retention_ms: int) -> dict[str, str]:
+    """Topic-level configs for a cleanup policy and retention (retention applies where records are deleted)."""
+    cfg = {"cleanup.policy": cleanup_policy}
+    if "delete" in cleanup_policy.split(","):
+        cfg["retention.ms"] = str(retention_ms)
+    return cfg
+
+
+@dataclass(frozen=True)
+class InternalTopic:
+    """A topic private to one service (its repartitioning and its state); the values are that service's own models."""
+
+    name: str
+    key: str
+    partitions: int
+    cleanup_policy: str
+    retention_ms: int
+    description: str
+    service: str
+
+    def config(self) -> dict[str, str]:
+        """Topic-level configs to create it with."""
+        return topic_config(self.cleanup_policy, self.retention_ms)
 
 
 # Topics that a stage joins on the same key share a partition count (co-partitioning):
@@ -218,13 +242,13 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         partitions=PARTITIONS,
         cleanup_policy="delete",
         retention_ms=90 * DAY_MS,
-        description="SLA warnings, overdue alerts and escalations for the notifier (produced from the SLA issue on).",
-        producers=(),
-        consumers=(),
+        description="SLA warnings, overdue alerts and escalations, delivered by the notifier.",
+        producers=("sla",),
+        consumers=("notifier",),
     ),
     TopicSpec(
         name="deliveries.results",
-        key="subject_id",
+        key="task_id",
         value_model=DeliveryRecorded,
         partitions=PARTITIONS,
         cleanup_policy="delete",
@@ -233,7 +257,82 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         producers=("notifier",),
         consumers=(),
     ),
+    TopicSpec(
+        name="config.dutylist",
+        key="dutylist (constant: the latest record is the list in force)",
+        value_model=DutyListPublished,
+        partitions=1,
+        cleanup_policy="compact",
+        retention_ms=-1,
+        description=(
+            "The duty list in force (权责清单), published whole with its version and digest by "
+            "`gridhub dutylist publish`; every router replica follows it and switches at once, without restart."
+        ),
+        producers=("gridhub-cli",),  # gridhub dutylist publish
+        consumers=("router",),
+    ),
+    TopicSpec(
+        name="notifier.endpoints",
+        key="endpoint_id",
+        value_model=EndpointSaved,
+        partitions=1,
+        cleanup_policy="compact",
+        retention_ms=-1,
+        description=(
+            "Units' notification endpoints (webhook, WeCom or DingTalk robot; filter, enabled, rotation), registered "
+            "through the notifier's /v1/endpoints; compacted, a tombstone deletes one. Secrets and URLs are sealed "
+            "(Fernet, GRIDHUB_NOTIFIER_SECRETS_KEY). Every notifier replica follows it whole."
+        ),
+        producers=("notifier",),
+        consumers=("notifier",),
+    ),
 )
+
+# The router's own topics (values: services/router models). Co-partitioned with one another and with the public
+# topics it joins: one member of the router's group owns partition p of every one of them.
+INTERNAL_TOPICS: tuple[InternalTopic, ...] = (
+    InternalTopic(
+        name="router.cases",
+        key="township code (- when unknown)",
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=7 * DAY_MS,
+        description="Events re-keyed by township, so reports of one incident from several channels meet in one "
+        "partition for case merging (value: the EventNormalised bytes).",
+        service="router",
+    ),
+    InternalTopic(
+        name="router.open-cases",
+        key="township|event_id",
+        partitions=PARTITIONS,
+        cleanup_policy="compact,delete",
+        retention_ms=2 * DAY_MS,
+        description="Recent reports of open cases per township partition (merging state; older than the merge "
+        "window's retention they are dropped on restore, and the topic deletes them after two days).",
+        service="router",
+    ),
+    InternalTopic(
+        name="router.flows",
+        key="event_id",
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=365 * DAY_MS,
+        description="Each event's flow inputs: its first routing (with the event), units' returns and failed "
+        "mediations, summons, manual dispatches. The first routings are also the flows' base state.",
+        service="router",
+    ),
+    InternalTopic(
+        name="router.flow-state",
+        key="event_id, or pending:task_id",
+        partitions=PARTITIONS,
+        cleanup_policy="compact",
+        retention_ms=-1,
+        description="Flow states changed after the first routing, and updates held for tasks not yet seen "
+        "(compacted; partition = the input's partition).",
+        service="router",
+    ),
+)
+TOPICS_TO_CREATE: tuple[TopicSpec | InternalTopic, ...] = (*CATALOGUE, *INTERNAL_TOPICS)
 
 _BY_NAME = {spec.name: spec for spec in CATALOGUE}
 

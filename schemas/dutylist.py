@@ -77,6 +77,13 @@ class Term(_Frozen):
     unit: DurationUnit
 
 
+class Office(_Frozen):
+    """An office outside the units that take tasks (it receives escalations only)."""
+
+    code: str
+    name: str
+
+
 class County(_Frozen):
     """The county the list belongs to."""
 
@@ -87,6 +94,11 @@ class County(_Frozen):
         None,
         description="Unit code of the petition office (信访局): the only unit that sees a confidential "
         "reporter's identity (never when a petition complains about it).",
+    )
+    supervision_office: Office | None = Field(
+        None,
+        description="The supervision office (督办, e.g. the county government's 督查室): the last rung of the SLA's "
+        "escalation of an overdue task, after the township centre and the command centre. It takes no tasks.",
     )
 
 

@@ -35,10 +35,12 @@ class DeadlineClass(StrEnum):
 
 
 class ClockKind(StrEnum):
-    """The separate clocks on one task ("131": contact 1 h, resolve, reply 1 day after solving)."""
+    """The separate clocks on one task: 签收 (ack), and "131": contact 1 h, resolve, reply 1 day after solving."""
 
+    ACK = "ack"
     CONTACT = "contact"
     RESOLVE = "resolve"
+    REPLY = "reply"
 
 
 class DurationUnit(StrEnum):

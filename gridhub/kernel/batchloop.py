@@ -240,28 +240,29 @@ class BatchLoop:
             if self.producer is not None:
                 await self.producer.stop()
 
-    def _process(self, record: Any) -> Sequence[Outgoing]:
-        try:
-            return self.handler.process(record)
-        except PermanentError as exc:
-            return (self.dead_letters.of(record, exc.reason, exc.detail),)
-
     async def _submit(self, batch: Batch) -> None:
         async with self._lock:
             flight = flight_of(batch)
             # Queued before processing, so a failure half-way rolls this batch back with the others.
             self._queue.append(flight)
             try:
+                # Looked up once per batch, not once per record and output (this loop runs for every record).
+                writer, later, process = self._writer, flight.later, self.handler.process
+                add, knows, dead_letters = writer.add, writer.knows, self.dead_letters
                 done = 0
                 for records in batch.values():
                     for record in records:
-                        for out in self._process(record):
+                        try:
+                            outputs = process(record)
+                        except PermanentError as exc:
+                            outputs = (dead_letters.of(record, exc.reason, exc.detail),)
+                        for out in outputs:
                             if out.after_acks:
-                                flight.later.append(out)
+                                later.append(out)
                             else:
-                                if out.partition is None and not self._writer.knows(out.topic):
-                                    await self._writer.learn(out.topic)
-                                self._writer.add(out)
+                                if out.partition is None and not knows(out.topic):
+                                    await writer.learn(out.topic)
+                                add(out)
                         done += 1
                         if done % self.yield_every == 0:
                             # Let the producer send and the committer go on meanwhile: committing a batch takes

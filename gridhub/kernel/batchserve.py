@@ -9,16 +9,17 @@ import gc
 import logging
 import signal
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 
 from gridhub.kernel.batchloop import BatchHandler, BatchLoop
 from gridhub.kernel.batchout import KafkaDeadLetters
 from gridhub.kernel.health import Health
-from gridhub.kernel.http import ops_router
+from gridhub.kernel.http import install_problem_handlers, ops_router
 from gridhub.kernel.logging import configure_logging
 from gridhub.kernel.settings import CommonSettings
 
@@ -35,10 +36,23 @@ class _OpsServer(uvicorn.Server):
         yield
 
 
-def ops_app(service: str, registry: CollectorRegistry, health: Health) -> FastAPI:
-    """The worker's HTTP app: only the ops endpoints."""
+class Component(Protocol):
+    """A part that runs beside the batch loop (a topic follower, a cache): started before it, stopped after it."""
+
+    async def start(self) -> None:
+        """Start (return once running; background work goes in tasks of its own)."""
+
+    async def stop(self) -> None:
+        """Stop and release what it holds."""
+
+
+def ops_app(service: str, registry: CollectorRegistry, health: Health, routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The worker's HTTP app: the ops endpoints, and the service's own routes if it has any."""
     app = FastAPI(title=f"GridHub {service}", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(ops_router(registry, health))
+    for router in routers:
+        app.include_router(router)
+    install_problem_handlers(app)
     return app
 
 
@@ -53,6 +67,8 @@ class BatchService:
     health: Health
     host: str
     port: int
+    routers: Sequence[APIRouter] = ()
+    components: Sequence[Component] = field(default_factory=tuple)
 
     async def serve(
         self, stop: asyncio.Event | None = None, *, handle_signals: bool = True, freeze_gc: bool = False
@@ -64,7 +80,7 @@ class BatchService:
         for sig in signals:
             running.add_signal_handler(sig, stop.set)
         config = uvicorn.Config(
-            ops_app(self.service, self.registry, self.health),
+            ops_app(self.service, self.registry, self.health, self.routers),
             host=self.host,
             port=self.port,
             log_config=None,
@@ -73,6 +89,10 @@ class BatchService:
             ws="none",
         )
         server = _OpsServer(config)
+        started: list[Component] = []
+        for component in self.components:
+            await component.start()
+            started.append(component)
         web = asyncio.create_task(server.serve(), name=f"{self.service}-ops")
         work = asyncio.create_task(self._work(freeze_gc), name=f"{self.service}-worker")
         stopped = asyncio.create_task(stop.wait())
@@ -91,6 +111,8 @@ class BatchService:
             await self.loop.close()
             server.should_exit = True
             await asyncio.gather(web, return_exceptions=True)
+            for component in reversed(started):
+                await component.stop()
             for sig in signals:
                 running.remove_signal_handler(sig)
 
@@ -119,9 +141,13 @@ def batch_service(
     host: str,
     port: int,
     dead_letters: KafkaDeadLetters | None = None,
+    routers: Sequence[APIRouter] = (),
+    components: Sequence[Component] = (),
+    health: Health | None = None,
 ) -> BatchService:
-    """A BatchService whose readiness is: partitions assigned and their state restored."""
+    """A BatchService whose readiness is: partitions assigned and their state restored (and the given health's
+    own checks, e.g. followers caught up)."""
     loop = BatchLoop(common, service, topics, handler, registry, dead_letters=dead_letters)
-    health = Health(service)
+    health = health or Health(service)
     health.add("kafka-assigned", loop.ready)
-    return BatchService(service, common, loop, registry, health, host, port)
+    return BatchService(service, common, loop, registry, health, host, port, routers, tuple(components))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -11,7 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from gridhub.kernel.settings import CommonSettings
-from schemas import CATALOGUE, Message, TopicSpec
+from schemas import Message, TopicSpec
+from schemas.catalogue import TOPICS_TO_CREATE, InternalTopic
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,11 @@ def decode(model: type[M], value: bytes) -> M:
 
 
 async def create_topics(
-    common: CommonSettings, specs: tuple[TopicSpec, ...] = CATALOGUE, partitions: int | None = None
+    common: CommonSettings,
+    specs: Sequence[TopicSpec | InternalTopic] = TOPICS_TO_CREATE,
+    partitions: int | None = None,
 ) -> dict[str, str]:
-    """Create every catalogue topic that does not exist yet; return {topic: created|exists}."""
+    """Create every catalogue and service-internal topic that does not exist yet; return {topic: created|exists}."""
     admin = AIOKafkaAdminClient(bootstrap_servers=common.kafka_bootstrap)
     await admin.start()
     try:

@@ -1,27 +1,22 @@
-"""Follows a topic into the adapters' local state: every partition, from the start, no group.
+"""Follows topics into the adapters' local state: every partition, from the start, no group.
 
 `reports.index` (compacted) feeds the ReportIndex; `tasks.dispatched` feeds its TaskOwners. One follower per
-topic (TopicFollower) with the function that applies a batch of its records; each is `ready` once caught up.
+topic (the kernel's TopicFollower) with the function that applies a batch of its records; each is `ready` once
+caught up. Serving before then is safe: intake still dedupes and the SLA service still checks owners.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gridhub.kernel.kafka import decode, make_consumer
+from gridhub.kernel.follower import ApplyRecords, Records, TopicFollower
+from gridhub.kernel.kafka import decode
 from gridhub.kernel.metrics import ServiceMetrics
 from gridhub.kernel.settings import CommonSettings
 from schemas.base import UlidStr
@@ -32,8 +27,6 @@ from services.adapters.settings import AdaptersSettings
 INDEX_TOPIC = "reports.index"
 DISPATCHED_TOPIC = "tasks.dispatched"
 log = logging.getLogger(__name__)
-Records = list[ConsumerRecord[bytes, bytes]]
-ApplyRecords = Callable[[Records], None]
 
 
 def open_report_index(settings: AdaptersSettings, directory: Path | None) -> ReportIndex:
@@ -126,119 +119,6 @@ def task_owner_applier(owners: TaskOwners, metrics: IndexMetrics) -> ApplyRecord
         metrics.owners.set(owners.size)
 
     return apply
-
-
-class TopicFollower:
-    """Reads one topic into local state with `apply`; `ready` once it has read what the topic held when it started."""
-
-    def __init__(
-        self,
-        common: CommonSettings,
-        topic: str,
-        apply: ApplyRecords,
-        lag: Gauge,
-        *,
-        ready_timeout_s: float,
-        size: Callable[[], int],
-    ) -> None:
-        self.common = common
-        self.topic = common.topic(topic)
-        self.apply = apply
-        self.lag = lag
-        self.ready_timeout_s = ready_timeout_s
-        self.size = size
-        self.ready = False
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._started = 0.0
-
-    async def start(self) -> None:
-        """Start the consumer and the background loop; returns at once (readiness tells when caught up)."""
-        self._started = time.monotonic()
-        self._consumer = make_consumer(
-            self.common, group_id=None, fetch_max_wait_ms=self.common.kafka_fetch_max_wait_ms
-        )
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._follow(self._consumer), name=f"follower-{self.topic}")
-
-    async def stop(self) -> None:
-        """Stop the loop and the consumer (the state belongs to the caller)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
-
-    def _mark_ready(self, why: str) -> None:
-        self.ready = True
-        waited = time.monotonic() - self._started
-        log.info("%s follower ready: %s", self.topic, why, extra={"keys": self.size(), "waited_s": round(waited, 3)})
-
-    def _deadline_passed(self) -> bool:
-        return time.monotonic() - self._started > self.ready_timeout_s
-
-    async def _partitions(self) -> list[TopicPartition]:
-        """The topic's partitions, waiting (and retrying) until it exists."""
-        warned = False
-        while True:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.common.kafka_bootstrap)
-            try:
-                await admin.start()
-                # All topics: a metadata request naming a missing topic may auto-create it without compaction.
-                for topic in await admin.describe_topics(None):
-                    if topic["topic"] == self.topic and not topic["error_code"]:
-                        return [TopicPartition(self.topic, p["partition"]) for p in topic["partitions"]]
-            except KafkaError as exc:
-                log.warning("cannot read topic metadata", extra={"error": repr(exc)})
-            finally:
-                await admin.close()
-            if not warned:
-                log.warning("waiting for topic %s (gridhub topics create)", self.topic)
-                warned = True
-            if not self.ready and self._deadline_passed():
-                # Intake still dedupes and the SLA service still checks owners: serving without the topic is safe.
-                self._mark_ready(f"topic {self.topic} missing after {self.ready_timeout_s:g} s")
-            await asyncio.sleep(1.0)
-
-    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
-        """Run the loop; after an unexpected failure, read the topic again from the start (applying is idempotent)."""
-        while True:
-            try:
-                await self._run(consumer)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s follower failed; restarting in 5 s", self.topic)
-                await asyncio.sleep(5.0)
-
-    async def _run(self, consumer: AIOKafkaConsumer) -> None:
-        partitions = await self._partitions()
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        targets: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
-        log.info("following %s", self.topic, extra={"records_at_start": sum(targets.values())})
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-            except KafkaError as exc:
-                log.warning("%s fetch failed; retrying", self.topic, extra={"error": repr(exc)})
-                await asyncio.sleep(1.0)
-                continue
-            for records in batches.values():
-                self.apply(records)
-            lag = 0
-            for tp in partitions:
-                high = consumer.highwater(tp)
-                if high is not None:
-                    lag += max(0, high - await consumer.position(tp))
-            self.lag.set(lag)
-            if not self.ready:
-                if all([await consumer.position(tp) >= end for tp, end in targets.items()]):
-                    self._mark_ready("caught up with the end offsets seen at start")
-                elif self._deadline_passed():
-                    # An end offset a fetch never reaches (Tansu's may disagree) must not hold readiness forever.
-                    self._mark_ready(f"not caught up after {self.ready_timeout_s:g} s, serving (still filling)")
 
 
 def report_index_follower(

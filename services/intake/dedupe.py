@@ -146,11 +146,20 @@ def index_record_bytes(raw: ReportReceived, where: Route, indexed_at: str, messa
     budget per report; tests hold the bytes equal to the model's own for awkward ids and times. `indexed_at`
     is the time as `json_time` writes it.
     """
+    return index_bytes(
+        message_id, raw.message_id, raw.source.value, raw.source_id, where.event_id, where.kind.value, indexed_at
+    )
+
+
+def index_bytes(
+    message_id: str, causation_id: str, source: str, source_id: str, event_id: str, outcome: str, indexed_at: str
+) -> bytes:
+    """`index_record_bytes` from the values themselves (a channel's and an outcome's value, ULIDs, a json_time)."""
     return (
         f'{{"schema_version":{ReportIndexed.SCHEMA_VERSION},"message_id":"{message_id}",'
-        f'"causation_id":{_json_string(raw.message_id)},"source":"{raw.source.value}",'
-        f'"source_id":{_json_string(raw.source_id)},"event_id":"{where.event_id}",'
-        f'"outcome":"{where.kind.value}","indexed_at":"{indexed_at}"}}'
+        f'"causation_id":{_json_string(causation_id)},"source":"{source}",'
+        f'"source_id":{_json_string(source_id)},"event_id":"{event_id}",'
+        f'"outcome":"{outcome}","indexed_at":"{indexed_at}"}}'
     ).encode()
 
 

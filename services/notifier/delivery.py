@@ -37,6 +37,14 @@ async def attempt(
     session: aiohttp.ClientSession, url: str, body: bytes, hdrs: dict[str, str]
 ) -> tuple[AttemptResult, float]:
     """POST once; never raises for HTTP or network failures."""
+    result, elapsed, _ = await attempt_with_answer(session, url, body, hdrs)
+    return result, elapsed
+
+
+async def attempt_with_answer(
+    session: aiohttp.ClientSession, url: str, body: bytes, hdrs: dict[str, str]
+) -> tuple[AttemptResult, float, bytes]:
+    """POST once and keep the answer's body (robots say in it whether they took the message)."""
     started = time.perf_counter()
     try:
         # No redirects: a webhook that redirects could be steered to an internal address.
@@ -45,12 +53,12 @@ async def attempt(
             answer = await response.read()
             status = response.status
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         failure = f"{type(exc).__name__}: {exc}"[:ERROR_EXCERPT_CHARS]
-        return AttemptResult(status=None, error=failure), time.perf_counter() - started
+        return AttemptResult(status=None, error=failure), time.perf_counter() - started, b""
     elapsed = time.perf_counter() - started
     error = None if 200 <= status < 300 else answer.decode("utf-8", "replace")[:ERROR_EXCERPT_CHARS]
-    return AttemptResult(status, error, retry_after), elapsed
+    return AttemptResult(status, error, retry_after), elapsed, answer
 
 
 async def deliver(

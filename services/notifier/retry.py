@@ -47,3 +47,37 @@ def next_delay(schedule: tuple[float, ...], attempt_no: int, result: AttemptResu
     if result.retry_after_s is not None:
         delay = max(delay, result.retry_after_s)
     return delay
+
+
+# Statuses that mean "you are going too fast" or "I am struggling": the endpoint is slowed down.
+SLOW_DOWN_STATUSES = frozenset({408, 429})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do after one attempt of a delivery.
+
+    outcome: delivered | retrying | exhausted | gone; delay_s: wait before the next attempt (retrying only);
+    slow_down: the endpoint answered 429, 408 or 5xx (send to it one at a time for a while); pause_s: the endpoint
+    asked (Retry-After on a 429 or 503) for nothing at all before then.
+    """
+
+    outcome: str
+    delay_s: float | None = None
+    slow_down: bool = False
+    pause_s: float | None = None
+
+
+def verdict(schedule: tuple[float, ...], attempt_no: int, result: AttemptResult) -> Verdict:
+    """The verdict on attempt `attempt_no` (0 for the first) of a delivery under a retry schedule."""
+    if result.delivered:
+        return Verdict("delivered")
+    if result.permanent:
+        return Verdict("gone")
+    status = result.status
+    slow = status is not None and (status in SLOW_DOWN_STATUSES or status >= 500)
+    pause = result.retry_after_s if status in (429, 503) else None
+    delay = next_delay(schedule, attempt_no, result)
+    if delay is None:
+        return Verdict("exhausted", slow_down=slow, pause_s=pause)
+    return Verdict("retrying", delay, slow, pause)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gridhub.kernel.settings import CommonSettings, require_secret
+from services.notifier.outbound import allow_entry
+from services.notifier.sealing import sealer_keys
 from services.notifier.signing import secret_bytes
 
 # Known to everyone: fine for `make up` and tests, refused in prod mode.
 DEV_SIGNING_SECRET = "whsec_ZGV2LWdyaWRodWItc2lnbmluZy1zZWNyZXQtMzJieXRlcyE="
+# Fernet key sealing endpoints' secrets on notifier.endpoints in dev mode (base64 of gridhub-dev-notifier-secrets-key).
+DEV_SECRETS_KEY = "Z3JpZGh1Yi1kZXYtbm90aWZpZXItc2VjcmV0cy1rZXk="
 
 
 class NotifierSettings(BaseSettings):
@@ -24,10 +30,51 @@ class NotifierSettings(BaseSettings):
     default_webhook: str | None = Field(None, description="URL for units without their own (demo receiver).")
     signing_secret: str = Field(DEV_SIGNING_SECRET, description="Standard Webhooks secret, whsec_<base64>.")
     retry_schedule_s: tuple[float, ...] = Field(
-        (1.0, 5.0, 30.0, 120.0), description="Waits before each retry after the first attempt."
+        (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0),
+        description="Waits before each retry after the first (immediate) attempt: 5 s, 5 min, 30 min, 2 h, 5 h, "
+        "10 h, 10 h (Svix's schedule); Retry-After lengthens a wait, never shortens it.",
     )
     timeout_s: float = Field(10.0, gt=0)
     concurrency: int = Field(64, ge=1, le=1000, description="Deliveries in flight per worker.")
+    endpoint_concurrency: int = Field(32, ge=1, le=1000, description="Attempts in flight per endpoint.")
+    endpoint_rate_per_s: float = Field(1000.0, gt=0, description="Attempts per second per endpoint (token bucket).")
+    endpoint_burst: int = Field(200, ge=1, description="Token bucket size per endpoint.")
+    slow_down_s: float = Field(
+        30.0, ge=0, description="After a 429, 408 or 5xx, attempts to that endpoint go one at a time for this long."
+    )
+    disable_after_s: float = Field(
+        3 * 86400.0, gt=0, description="An endpoint failing every attempt for this long is disabled (with an alert)."
+    )
+    record_every_ms: int = Field(20, ge=1, le=5000, description="Attempts are written to the outbox in batches.")
+    api_keys: dict[str, str] = Field(
+        default_factory=lambda: {"dev-dispatcher-key": "dispatcher", "dev-operator-key": "operator"},
+        description="Bearer key -> who, for the deliveries query and replay API (dev keys refused in prod).",
+    )
+    # Endpoints units register (issue 6): who they are, how their secrets are sealed, where the hub may connect.
+    unit_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Unit code -> API key, as JSON (like the adapters'). Empty in dev mode means 'dev-<unit code>'.",
+    )
+    secrets_key: str = Field(
+        DEV_SECRETS_KEY,
+        description="Fernet key(s) sealing endpoints' URLs and secrets on notifier.endpoints, comma-separated: "
+        "the first seals, every one unseals (key rotation). Generate: Fernet.generate_key().",
+    )
+    outbound_allowlist: tuple[str, ...] = Field(
+        (),
+        description="Private addresses the notifier may still POST to, as JSON: CIDRs (10.1.0.0/16) or host:port "
+        "(receiver.local:9000, 127.0.0.1:8089). The hosts of WEBHOOKS and DEFAULT_WEBHOOK are always allowed.",
+    )
+    rotation_overlap_h: float = Field(
+        24.0, ge=0, le=24 * 30, description="Default hours the old secret keeps signing after a rotation."
+    )
+    task_link_template: str = Field(
+        "http://127.0.0.1:8103/tasks/{task_id}",
+        description="Link on WeCom/DingTalk cards, {task_id} filled in (the SLA service's task view by default).",
+    )
+    endpoint_ready_timeout_s: float = Field(
+        60.0, gt=0, description="Longest /readyz waits for notifier.endpoints to be read, then serves."
+    )
 
     @model_validator(mode="after")
     def _safe_in_prod(self) -> NotifierSettings:
@@ -37,7 +84,21 @@ class NotifierSettings(BaseSettings):
             "GRIDHUB_NOTIFIER_SIGNING_SECRET",
             "" if self.signing_secret == DEV_SIGNING_SECRET else self.signing_secret,
         )
+        require_secret(self.common.mode, "GRIDHUB_NOTIFIER_UNIT_KEYS", self.unit_keys)
+        require_secret(
+            self.common.mode,
+            "GRIDHUB_NOTIFIER_SECRETS_KEY",
+            "" if DEV_SECRETS_KEY in self.secrets_key.split(",") else self.secrets_key,
+        )
+        sealer_keys(self.secrets_key)
+        for entry in self.outbound_allowlist:
+            allow_entry(entry)
+        require_secret(self.common.mode, "GRIDHUB_NOTIFIER_API_KEYS", {k: k for k in self.api_keys})
         return self
+
+    def outbox_dir(self) -> Path:
+        """Where the outbox files live (one per input partition)."""
+        return self.common.data_dir / "notifier"
 
     def endpoint_for(self, unit_code: str) -> str | None:
         """The webhook URL configured for a unit, else the default one."""

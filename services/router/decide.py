@@ -13,15 +13,26 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 from schemas import (
     EventNormalised,
+    Location,
     RoutingDecision,
     TaskRole,
     Tier,
 )
 from schemas.dutylist import TOWNSHIP, DutyList, Grid, Matter, Unit
-from services.router.text import Hit, MatterScore, TextIndex, TextScores, confidence, event_text, normalise
+from services.router.text import (
+    Hit,
+    MatterScore,
+    Occurrences,
+    TextIndex,
+    TextScores,
+    confidence,
+    event_text,
+    normalise,
+)
 
 # Confidence of a mapped channel category, and weight a coarse category lends each of its candidates.
 CHANNEL_CATEGORY_CONFIDENCE = 0.9
@@ -32,8 +43,8 @@ CHANNEL_NAMES = {"12345": "12345", "110": "110", "wechat": "微信", "petition":
 _EARTH_KM = 6371.0
 
 
-@dataclass(frozen=True)
-class Classification:
+# Made for every event: named tuples, immutable and cheap to make (see MatterScore in text.py).
+class Classification(NamedTuple):
     """The matter chosen for an event, by which rule, how sure, and why."""
 
     matter: Matter | None
@@ -44,14 +55,21 @@ class Classification:
     runner_up: MatterScore | None = None
 
 
-@dataclass(frozen=True)
-class Placement:
+class Placement(NamedTuple):
     """Where an event happened, as far as the list can tell, and how it was told."""
 
     grid: Grid | None
     township: str | None
     village: str | None  # village committee unit code
     where: str
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One unit that gets a task copy, with its role."""
+
+    unit_code: str
+    role: TaskRole
 
 
 @dataclass(frozen=True)
@@ -74,37 +92,51 @@ class RouterIndex:
         self.centres = {u.township: u for u in duty.units if u.kind == "township-centre" and u.township}
         self.grids = {g.code: g for g in duty.grids}
         self.grid_village = {g.code: g.village_code or _village_by_prefix(g, self.units) for g in duty.grids}
+        # Placement is immutable: a declared grid's is made once.
+        self.at_grid = {
+            g.code: Placement(g, g.township, self.grid_village[g.code], f"网格 {g.code}（{g.village}）")
+            for g in duty.grids
+        }
         mean_lat = sum(g.lat for g in duty.grids) / len(duty.grids) if duty.grids else 0.0
         self.lon_scale = math.cos(math.radians(mean_lat))
         self.grid_points = tuple((g.lat, g.lon, g) for g in duty.grids)
-        self.place_starts: dict[str, tuple[_Place, ...]] = {}
-        for p in _places(duty, self.grid_village):  # longest first
-            self.place_starts[p.name[0]] = (*self.place_starts.get(p.name[0], ()), p)
+        self.places = _places(duty, self.grid_village)
+        self.place_names = Occurrences({p.name: (len(p.name), k) for k, p in enumerate(self.places)})
+        # A text that is one name and nothing else (a district field: "河西乡") names that place alone.
+        self.named = {p.name: (p.township, p.village, p.display) for p in self.places}
+        # Every matter's units in every township (None: no township), so decide() only looks them up.
+        self.assignments = {
+            (m.code, t): _assignments(m, t, self.centres) for m in duty.matters for t in (None, *self.centres)
+        }
 
     def nearest_grid(self, lat: float, lon: float) -> tuple[Grid, float] | None:
         """The grid whose centre is nearest, and how far it is (km)."""
         if not self.grid_points:
             return None
-        scale = self.lon_scale
-        _, grid = min(((p_lat - lat) ** 2 + ((p_lon - lon) * scale) ** 2, g) for p_lat, p_lon, g in self.grid_points)
-        return grid, _distance_km(lat, lon, grid.lat, grid.lon)
+        scale, nearest, best = self.lon_scale, self.grid_points[0][2], math.inf
+        for p_lat, p_lon, g in self.grid_points:
+            dy, dx = p_lat - lat, (p_lon - lon) * scale
+            d = dy * dy + dx * dx
+            if d < best:
+                nearest, best = g, d
+        return nearest, _distance_km(lat, lon, nearest.lat, nearest.lon)
 
     def find_place(self, text: str) -> tuple[str, str | None, str] | None:
         """(township, village, the names shown) from the names in a text; a township named outright wins."""
         text = normalise(text)
-        found: list[_Place] = []
-        pos, n, starts = 0, len(text), self.place_starts
-        while pos < n:
-            # The longest name starting here; names do not overlap.
-            for p in starts.get(text[pos], ()):
-                if text.startswith(p.name, pos):
-                    found.append(p)
-                    pos += len(p.name)
-                    break
-            else:
-                pos += 1
-        if not found:
+        if whole := self.named.get(text):
+            return whole
+        # Every name in the text (start, -length), then left to right the longest starting at each place;
+        # names do not overlap.
+        named = sorted((end - size, -size, k) for end, (size, k) in self.place_names.of(text))
+        if not named:
             return None
+        found: list[_Place] = []
+        pos = 0
+        for start, neg, k in named:
+            if start >= pos:
+                found.append(self.places[k])
+                pos = start - neg
         township = next((p for p in found if p.village is None), None)
         if township is None:  # only villages or landmarks: the first one named
             return found[0].township, found[0].village, found[0].display
@@ -112,6 +144,21 @@ class RouterIndex:
         if village is None:
             return township.township, None, township.display
         return township.township, village.village, f"{township.display}”“{village.display}"
+
+
+def _assignments(matter: Matter, township: str | None, centres: dict[str, Unit]) -> tuple[Assignment, ...] | None:
+    """The matter's primary and co-operating units in a township; None when a township-led matter has none."""
+
+    def resolve(ref: str) -> str | None:
+        if ref != TOWNSHIP:
+            return ref
+        return centres[township].code if township in centres else None
+
+    primary = resolve(matter.primary)
+    if primary is None:
+        return None
+    co_ops = dict.fromkeys(c for c in map(resolve, matter.co_operating) if c and c != primary)
+    return (Assignment(primary, TaskRole.PRIMARY), *(Assignment(c, TaskRole.CO_OPERATING) for c in co_ops))
 
 
 def _village_by_prefix(grid: Grid, units: dict[str, Unit]) -> str | None:
@@ -140,22 +187,24 @@ _INDEXES: OrderedDict[int, RouterIndex] = OrderedDict()
 
 
 def router_index(duty: DutyList) -> RouterIndex:
-    """The routing index of a duty list, built once (the last eight lists kept)."""
+    """The routing index of a duty list, built once (the last three lists kept)."""
     index = _INDEXES.get(id(duty))
     if index is None or index.duty is not duty:
         index = RouterIndex(duty)
         _INDEXES[id(duty)] = index
-        while len(_INDEXES) > 8:
+        # Each index holds its own jieba dictionary (~25 MB): a router that switches lists keeps the list in
+        # force, the one before (decisions in flight) and one more, not every list it ever saw.
+        while len(_INDEXES) > 3:
             _INDEXES.popitem(last=False)
     return index
 
 
 def _channel_of(event: EventNormalised) -> str:
-    return event.sources[0].source.value
+    return event.sources[0].source  # a StrEnum: the channel's own code
 
 
 def _words(hits: tuple[Hit, ...]) -> str:
-    return "、".join(h.label() for h in hits)
+    return "、".join([h.shown for h in hits])
 
 
 def _same_unit(a: Matter, b: Matter) -> bool:
@@ -165,7 +214,11 @@ def _same_unit(a: Matter, b: Matter) -> bool:
 
 def _rival(best: MatterScore, ranked: list[MatterScore] | tuple[MatterScore, ...]) -> MatterScore | None:
     """The best matter that would go to another primary unit: what the confidence is measured against."""
-    return next((s for s in ranked[1:] if not _same_unit(s.matter, best.matter)), None)
+    primary = best.matter.primary
+    for s in ranked:
+        if s.matter.primary != primary:  # see _same_unit
+            return s
+    return None
 
 
 def _runner_up_text(best: MatterScore, runner_up: MatterScore | None) -> str:
@@ -189,22 +242,22 @@ def _classify(event: EventNormalised, index: RouterIndex) -> Classification:
     if declared and (matter := index.matters.get(declared.upper())):
         return Classification(matter, "explicit-category", 1.0, f"报送时已指定事项 {matter.code}")
     target = duty.channel_categories.get(channel, {}).get(declared) if declared else None
-    label = CHANNEL_NAMES.get(channel, channel)
     if isinstance(target, str):
         matter = index.matters[target]
-        reason = f"{label} 分类“{declared}”对应事项 {matter.code}"
+        reason = f"{CHANNEL_NAMES.get(channel, channel)} 分类“{declared}”对应事项 {matter.code}"
         return Classification(matter, "channel-category", CHANNEL_CATEGORY_CONFIDENCE, reason)
     text = event_text(event.title, event.description)
     if declared and target is None:
         text = f"{text}\n{declared}"  # a category the list does not map still says something
     scores = index.text.score(text)
-    excluded = "".join(f"；排除 {m.code}（含“{w}”）" for m, w in scores.excluded)
+    excluded = "".join(f"；排除 {m.code}（含“{w}”）" for m, w in scores.excluded) if scores.excluded else ""
     if target:  # a coarse category: its candidates get a prior, the words decide
-        return _narrow(declared or "", target, scores, label, excluded, index)
-    best, runner_up = scores.best, scores.runner_up
-    if best is None:
+        return _narrow(declared or "", target, scores, CHANNEL_NAMES.get(channel, channel), excluded, index)
+    ranked = scores.ranked
+    if not ranked:
         return Classification(None, "triage", 0.0, f"未匹配任何事项关键词{excluded}")
-    rival = _rival(best, scores.ranked)
+    best, runner_up = ranked[0], ranked[1] if len(ranked) > 1 else None
+    rival = _rival(best, ranked)
     conf = confidence(best.score, rival.score if rival else 0)
     reason = (
         f"文本关键词 {best.matter.code}：{_words(best.hits)}，计 {best.score} 分；"
@@ -265,45 +318,49 @@ def _distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return _EARTH_KM * 2 * math.asin(math.sqrt(a))
 
 
-def place(event: EventNormalised, duty: DutyList) -> Placement:
+class Placeable(Protocol):
+    """What placing a report reads of it (an EventNormalised, or a lighter view of one)."""
+
+    @property
+    def location(self) -> Location: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+
+
+def place(event: Placeable, duty: DutyList) -> Placement:
     """Where the event happened: grid code, nearest grid centre, or the names of township, village, landmark."""
     return _place(event, router_index(duty))
 
 
-def _place(event: EventNormalised, index: RouterIndex) -> Placement:
+def _place(event: Placeable, index: RouterIndex) -> Placement:
     duty = index.duty
     loc = event.location
-    if loc.grid_code and (grid := index.grids.get(loc.grid_code.strip().upper())):
-        return Placement(grid, grid.township, index.grid_village.get(grid.code), f"网格 {grid.code}（{grid.village}）")
+    if loc.grid_code and (at := index.at_grid.get(loc.grid_code.strip().upper())):
+        return at
     if loc.lat is not None and loc.lon is not None and (near := index.nearest_grid(loc.lat, loc.lon)):
         grid, km = near
         if km <= duty.max_grid_distance_km:
             where = f"坐标距网格 {grid.code}（{grid.village}）中心 {km:.1f} km"
             return Placement(grid, grid.township, index.grid_village.get(grid.code), where)
-    for field, text in (("地址", loc.district), ("地址", loc.address), ("正文", f"{event.title}\n{event.description}")):
+    for text in (loc.district, loc.address):
         if text and (found := index.find_place(text)):
             township, village, shown = found
-            verb = "含" if field == "地址" else "提到"
-            return Placement(None, township, village, f"{field}{verb}“{shown}”")
+            return Placement(None, township, village, f"地址含“{shown}”")
+    if found := index.find_place(f"{event.title}\n{event.description}"):
+        township, village, shown = found
+        return Placement(None, township, village, f"正文提到“{shown}”")
     return Placement(None, None, None, "无网格、坐标或乡镇信息")
 
 
-def locate(event: EventNormalised, duty: DutyList) -> tuple[Grid | None, str | None, str]:
+def locate(event: Placeable, duty: DutyList) -> tuple[Grid | None, str | None, str]:
     """The event's grid, township and how they were found (see `place`, which also gives the village)."""
     p = place(event, duty)
     return p.grid, p.township, p.where
 
 
-@dataclass(frozen=True)
-class Assignment:
-    """One unit that gets a task copy, with its role."""
-
-    unit_code: str
-    role: TaskRole
-
-
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """The router's full answer for one event."""
 
     matter: Matter | None
@@ -343,16 +400,9 @@ def decide(event: EventNormalised, duty: DutyList) -> Decision:
             classification=cls,
         )
     matter = cls.matter
-
-    def resolve(ref: str) -> str | None:
-        if ref != TOWNSHIP:
-            return ref
-        return index.centres[township].code if township in index.centres else None
-
-    primary = resolve(matter.primary)
-    assert primary is not None  # township-led matters without a township went to triage above
-    co_ops = tuple(dict.fromkeys(c for c in map(resolve, matter.co_operating) if c and c != primary))
-    assignments = (Assignment(primary, TaskRole.PRIMARY), *(Assignment(c, TaskRole.CO_OPERATING) for c in co_ops))
+    key = (matter.code, township)
+    assignments = index.assignments[key] if key in index.assignments else _assignments(matter, township, index.centres)
+    assert assignments is not None  # township-led matters without a township went to triage above
     handled = "乡镇属地办理" if matter.tier is Tier.TOWNSHIP else "县直部门办理"
     reason = f"{cls.reason}；置信度 {cls.confidence:.2f}；{where.where}；{handled}"
     return Decision(
@@ -368,15 +418,18 @@ def decide(event: EventNormalised, duty: DutyList) -> Decision:
 
 
 def _routing(cls: Classification, rule: str, reason: str, where: Placement, duty: DutyList) -> RoutingDecision:
-    return RoutingDecision(
-        matter_code=cls.matter.code if cls.matter else None,
-        matter_name=cls.matter.name if cls.matter else None,
-        rule=rule,
-        confidence=cls.confidence,
-        reason=f"{reason}；清单 {duty.version}",
-        duty_list_version=duty.version,
-        triage=rule == "triage",
-        township=where.township,
-        village=where.village,
-        grid_code=where.grid.code if where.grid else None,
-    )
+    matter = cls.matter
+    # Validated as RoutingDecision(**fields) would be, without BaseModel.__init__'s keyword packing (one per event).
+    fields = {
+        "matter_code": matter.code if matter else None,
+        "matter_name": matter.name if matter else None,
+        "rule": rule,
+        "confidence": cls.confidence,
+        "reason": f"{reason}；清单 {duty.version}",
+        "duty_list_version": duty.version,
+        "triage": rule == "triage",
+        "township": where.township,
+        "village": where.village,
+        "grid_code": where.grid.code if where.grid else None,
+    }
+    return RoutingDecision.model_validate(fields)

@@ -6,7 +6,8 @@ import hashlib
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -230,29 +231,48 @@ def _source_wording(report: Report) -> str:
 
 def find_case(event: Report, candidates: Sequence[Candidate], policy: MergePolicy) -> MergeDecision | None:
     """The open case an event belongs to, by the best-scoring report of the case, or None."""
+    return find_case_among(event, candidates, policy, lambda case: [c for c in candidates if c.case_id == case])
+
+
+def find_case_among(
+    event: Report,
+    candidates: Sequence[Candidate],
+    policy: MergePolicy,
+    case_rows: Callable[[str], Sequence[Candidate]],
+) -> MergeDecision | None:
+    """`find_case` over some candidates (those that may share the event's place); case_rows gives a whole case."""
     words = bigrams(event.signature)
     if not words:
         return None
     own = {(ref.source, ref.source_id) for ref in event.sources}
-    case_refs: dict[str, set[tuple[Channel, str]]] = {}
-    urgent_cases: set[str] = set()
-    for c in candidates:
-        case_refs.setdefault(c.case_id, set()).update((r.source, r.source_id) for r in c.report.sources)
-        if c.link is None and c.report.urgent:
-            urgent_cases.add(c.case_id)
+    refs: dict[str, set[tuple[Channel, str]]] = {}
+    urgent: dict[str, bool] = {}
+
+    def case_refs(case_id: str) -> set[tuple[Channel, str]]:
+        if case_id not in refs:
+            refs[case_id] = {(r.source, r.source_id) for c in case_rows(case_id) for r in c.report.sources}
+        return refs[case_id]
+
+    def urgent_case(case_id: str) -> bool:
+        if case_id not in urgent:
+            urgent[case_id] = any(c.link is None and c.report.urgent for c in case_rows(case_id))
+        return urgent[case_id]
+
     best: tuple[float, int, MergeDecision] | None = None
     for index, c in enumerate(candidates):
         other = c.report
-        if other.event_id == event.event_id or own & case_refs[c.case_id]:
-            continue  # the same report again is a replay or a duplicate, not a second channel
-        if event.urgent and c.case_id not in urgent_cases:
-            continue  # an urgent report is not silenced by a case dispatched at normal urgency
+        if other.event_id == event.event_id:
+            continue  # the same report again is a replay, not a second channel
         minutes = abs((event.reported_at - other.reported_at).total_seconds()) / 60
         if minutes > policy.window.total_seconds() / 60:
             continue
         place = place_match(event, other, policy)
         if place is None:
             continue
+        if own & case_refs(c.case_id):
+            continue  # the same source report again is a duplicate, not a second channel
+        if event.urgent and not urgent_case(c.case_id):
+            continue  # an urgent report is not silenced by a case dispatched at normal urgency
         other_words = bigrams(other.signature)
         similarity = dice(words, other_words)
         same_matter, matter_wording = _matter_wording(event, other)
@@ -307,10 +327,17 @@ def prune(candidates: Sequence[Candidate], received_at: datetime, policy: MergeP
     horizon = max([received_at, *latest.values()]) - policy.retention
     keep = {case for case, at in latest.items() if at >= horizon}
     kept = [c for c in candidates if c.case_id in keep]
-    while len(kept) > max(policy.max_candidates, 0) and keep:
-        oldest = min(keep, key=lambda case: (latest[case], case))
-        keep.discard(oldest)
-        kept = [c for c in kept if c.case_id != oldest]
+    cap = max(policy.max_candidates, 0)
+    if len(kept) > cap:
+        # Whole cases go, the one seen longest ago first, until the rest fits under the cap.
+        rows = Counter(c.case_id for c in kept)
+        total = len(kept)
+        for case in sorted(keep, key=lambda case: (latest[case], case)):
+            if total <= cap:
+                break
+            keep.discard(case)
+            total -= rows[case]
+        kept = [c for c in kept if c.case_id in keep]
     return kept
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,9 +19,15 @@ class RouterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRIDHUB_ROUTER_", extra="ignore", frozen=True)
 
     common: CommonSettings = Field(default_factory=CommonSettings)
-    port: int = Field(8102, description="Port of /metrics, /healthz, /readyz.")
+    port: int = Field(8102, description="Port of /metrics, /healthz, /readyz and the /triage API.")
     host: str = "127.0.0.1"
     duty_list: Path | None = Field(None, description="Duty-list JSON file; the packaged sample when unset.")
+    dutylist_wait_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest the router waits at start for the published duty list (config.dutylist) before "
+        "routing on the configured one.",
+    )
     merge_enabled: bool = Field(True, description="Link reports of one incident from several channels into one case.")
     merge_distance_m: float = Field(
         300.0, gt=0, description="Reports with coordinates at most this far apart share a place."
@@ -44,30 +49,13 @@ class RouterSettings(BaseSettings):
         "'dev-<dispatcher id>' is accepted; required in prod.",
     )
     command_wait_s: float = Field(
-        10.0, gt=0, description="Longest a /triage command waits for the queue's owner to apply it (then 202)."
-    )
-    advertised_host: str | None = Field(
-        None,
-        description="Host other router replicas reach this one's web server at (forwarding /triage to the queue's "
-        "owner); the bind host, or this machine's address when bound to all interfaces.",
+        10.0, gt=0, description="Longest a /triage command waits to come back through the queue's log (then 202)."
     )
 
     @model_validator(mode="after")
     def _safe_in_prod(self) -> RouterSettings:
         require_secret(self.common.mode, "GRIDHUB_ROUTER_DISPATCHER_KEYS", self.dispatcher_keys)
         return self
-
-    def canonical_url(self) -> str:
-        """The URL of this replica's web server as the other replicas reach it."""
-        host = self.advertised_host
-        if host is None:
-            host = self.host
-            if host in ("0.0.0.0", "::", ""):
-                try:
-                    host = socket.gethostbyname(socket.gethostname())
-                except OSError:
-                    host = socket.gethostname()
-        return f"http://{host}:{self.port}"
 
     def flow_policy(self) -> FlowPolicy:
         """The flows' settings."""

@@ -7,6 +7,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -55,9 +56,14 @@ class TextRules:
 
 
 def _replace_all(text: str, needles: Iterable[str], by: str) -> str:
+    # Most needles are absent: a set lookup of their first character skips them before str.replace scans.
+    chars = set(text)
     for needle in needles:
-        if needle:
-            text = text.replace(needle, by)
+        if needle and needle[0] in chars:
+            replaced = text.replace(needle, by)
+            if replaced is not text:
+                text = replaced
+                chars.update(by)
     return text
 
 
@@ -72,14 +78,18 @@ def signature_text(title: str, description: str, places: Iterable[str | None], r
     for pattern in rules.place_patterns:
         text = pattern.sub(SEPARATOR, text)
     text = _replace_all(text, rules.place_words, SEPARATOR)
+    chars = set(text)
     for variant, word in rules.canonical:
-        text = text.replace(variant, f"{SEPARATOR}{word}{SEPARATOR}")
+        if variant[0] in chars and variant in text:
+            text = text.replace(variant, f"{SEPARATOR}{word}{SEPARATOR}")
+            chars.update(word)
     text = _replace_all(text, rules.reporting_phrases, SEPARATOR)
     # Keep Chinese only: digits, codes, phone numbers and punctuation say nothing about the incident's kind.
     parts = [p for p in _NOT_CJK.split(text) if p]
     return SEPARATOR.join(parts)[:MAX_SIGNATURE_CHARS]
 
 
+@lru_cache(maxsize=8192)
 def bigrams(signature: str) -> frozenset[str]:
     """Character bigrams of a signature, never across a separator (a lone character says too little)."""
     grams: set[str] = set()

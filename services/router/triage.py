@@ -61,6 +61,7 @@ class TriageItem(BaseModel):
     claimed_at: datetime | None = None
     dispatched_by: str | None = None
     dispatched_at: datetime | None = None
+    dispatch_command_id: str | None = None  # the command that dispatched it: its replay is recognised
     history: tuple[str, ...] = ()  # what happened, in Chinese, oldest first
 
 
@@ -140,6 +141,7 @@ def apply(item: TriageItem | None, command: TriageCommand) -> TriageItem | Refus
             "claimed_at": item.claimed_at or at,
             "dispatched_by": who,
             "dispatched_at": at,
+            "dispatch_command_id": command.message_id,
             "history": (*item.history, f"{_stamp(at)} 调度员 {who} 派单至 {units}"),
         }
     )

@@ -13,14 +13,22 @@ Sources, in order of precedence for a given year:
    2004–2026 and raises ``NotImplementedError("no available data for year 2027, only year
    between [2004, 2026] supported")`` outside that range.
 3. Weekends-only fallback (Monday–Friday work). Never raises; every such day is marked
-   ``fallback=True`` so a clock computed from it can say its due time may be wrong.
+   ``fallback=True`` so a clock computed from it can say its due time may be wrong (``Clock.calendar_fallback``
+   and ``Clock.fallback_years``). The first use of a fallback year by a calendar logs one warning
+   (``services.sla.calendar``), and ``WorkingCalendar.fallback_years_used()`` lists those years for the
+   service to expose (the worker owns the metric, ``gridhub_sla_calendar_fallbacks_total``).
 
-This module is pure: no clock reads, no environment, no I/O except reading the files it is given.
+Loading a newer calendar (a file for a year that fell back) does not change clocks by itself: the service
+calls ``services.sla.clocks.recompute`` on every open task with the new calendar.
+
+This module is pure: no clock reads, no environment, no I/O except reading the files it is given (and
+the warning log line above).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +38,8 @@ from types import MappingProxyType
 from typing import Any
 
 import chinese_calendar
+
+log = logging.getLogger(__name__)
 
 PACKAGE_SOURCE = "chinesecalendar"
 FALLBACK_SOURCE = "weekends-only fallback"
@@ -210,7 +220,7 @@ def _by_date(day: StatutoryDay) -> date:
 class WorkingCalendar:
     """Working days on China's statutory calendar; immutable, with a per-year lazy cache."""
 
-    __slots__ = ("_cache", "_overrides", "_package_years")
+    __slots__ = ("_cache", "_fallback_years", "_overrides", "_package_years")
 
     def __init__(self, overrides: Mapping[int, YearCalendar] | None = None) -> None:
         """Build from package data plus optional per-year overrides (prefer the factories)."""
@@ -218,6 +228,8 @@ class WorkingCalendar:
         # Caches only: filled on first use, never change what a day is.
         self._cache: dict[int, Mapping[date, DayInfo]] = {}
         self._package_years: frozenset[int] | None = None
+        # Years this calendar has answered from the weekends-only fallback so far (for a metric).
+        self._fallback_years: set[int] = set()
 
     @classmethod
     def default(cls) -> WorkingCalendar:
@@ -247,6 +259,14 @@ class WorkingCalendar:
         if self._package_years is None:
             self._package_years = frozenset(y for y in _PROBE_YEARS if _package_has_year(y))
         return set(self._package_years) | set(self._overrides)
+
+    def fallback_years_used(self) -> frozenset[int]:
+        """Years this calendar has answered with the weekends-only fallback so far."""
+        return frozenset(self._fallback_years)
+
+    def sources(self) -> dict[int, str]:
+        """Override files by year (``file:<name>``); other years come from the package or the fallback."""
+        return {year: cal.source for year, cal in sorted(self._overrides.items())}
 
     def is_working_day(self, d: date) -> DayInfo:
         """Whether the day is a working day, with reason and source; never raises for a year."""
@@ -281,6 +301,13 @@ class WorkingCalendar:
                     else _statutory_day(d, bool(is_off), _chinese_name(str(package_name)), PACKAGE_SOURCE)
                 )
         else:
+            self._fallback_years.add(year)
+            log.warning(
+                "no statutory calendar data for %d: counting weekends-only (Monday-Friday work); "
+                "load a holiday-cn file for %d (GRIDHUB_SLA_CALENDAR_FILES) and recompute open clocks",
+                year,
+                year,
+            )
             for d in _days_of(year):
                 infos[d] = _plain_day(d, FALLBACK_SOURCE, True)
 

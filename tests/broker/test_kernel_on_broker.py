@@ -11,6 +11,7 @@ from gridhub.broker import EmbeddedBroker, port_is_free
 from gridhub.kernel.kafka import create_topics, decode, make_consumer, make_producer
 from gridhub.kernel.settings import CommonSettings
 from schemas import CATALOGUE, TaskUpdated, UpdateKind, new_id
+from schemas.catalogue import INTERNAL_TOPICS
 from tests.conftest import Broker
 
 pytestmark = pytest.mark.broker
@@ -27,7 +28,8 @@ async def test_topics_create_is_idempotent(broker: Broker) -> None:
     second = await create_topics(common)
     assert set(first.values()) == {"created"}
     assert set(second.values()) == {"exists"}
-    assert sorted(first) == sorted(common.topic(spec.name) for spec in CATALOGUE)
+    # The public catalogue and the services' own topics (the router's), all at once.
+    assert sorted(first) == sorted(common.topic(spec.name) for spec in (*CATALOGUE, *INTERNAL_TOPICS))
 
 
 async def test_message_round_trips_through_kernel_clients(broker: Broker) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ class Bus:
         self.tasks: list[TaskDispatched] = []
         self.raw_tasks: dict[str, bytes] = {}
         self.updates: list[TaskUpdated] = []
+        self.restart: Callable[[], Awaitable[None]] | None = None  # stop the router process and start it again
 
     async def run(self) -> None:
         async for record in self.consumer:
@@ -148,9 +149,20 @@ async def bus(broker: Broker, topic_prefix: str, tmp_path: Path) -> AsyncIterato
     await consumer.start()
     tail = Bus(common, producer, consumer)
     reader = asyncio.create_task(tail.run())
-    try:
+
+    async def start() -> None:
         sup.spawn("router", command("serve", "router"), env)
         await asyncio.to_thread(sup.wait_ready, {"router": f"http://127.0.0.1:{port}/readyz"}, READY_S)
+
+    async def restart() -> None:
+        running = sup.procs.pop("router")
+        running.terminate()
+        assert await asyncio.to_thread(running.wait, 30) == 0
+        await start()
+
+    tail.restart = restart
+    try:
+        await start()
         yield tail, f"http://127.0.0.1:{port}"
     finally:
         reader.cancel()
@@ -191,7 +203,10 @@ async def test_returns_reroute_never_back_then_triage_and_a_dispatcher_routes_it
     assert rerouted.decision.reason.startswith("退回后改派：城关镇综治中心（PA-CG）退回，理由：“主管网属县住建局")
     assert rerouted.decision.returned_by == ("PA-CG",)
 
-    # 2. The department returns it too: the second return sends it to the command centre's triage queue.
+    # 2. The router restarts (its flows and task index come back from topics), then the department returns it
+    # too: the second return sends it to the command centre's triage queue.
+    assert tail.restart is not None
+    await tail.restart()
     await tail.update(rerouted, UpdateKind.RETURNED, "小区内部管网归物业，非市政管网")
     [centre] = await tail.wait("the triage task after two returns", lambda: tail.of(sewer, rule="triage", round=2))
     assert centre.unit_code == "PA-ZZZX"

@@ -19,6 +19,7 @@ from gridhub.kernel.kafka import create_topics, make_consumer, make_producer
 from gridhub.kernel.settings import CommonSettings
 from gridhub.up import Supervisor, command
 from schemas import CaseLinked, Channel, EventNormalised, Location, Reporter, SourceRef, TaskDispatched, new_id
+from tests.broker.test_dutylist_publish_on_broker import gridhub, write_list
 from tests.conftest import Broker
 
 pytestmark = pytest.mark.broker
@@ -185,6 +186,58 @@ async def test_one_incident_from_three_channels_is_dispatched_once_and_linked_tw
         assert tail.links[3] == by_event[grid.event_id]
         assert {(t.task_id, t.unit_code) for t in tasks_of(hotline)} == first_tasks  # same deterministic ids
         assert {t.event_id for t in tail.tasks} == {hotline.event_id, other.event_id}
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+
+
+async def test_a_published_list_switches_a_running_router_and_decisions_name_it(
+    hub: tuple[CommonSettings, Supervisor], tmp_path: Path
+) -> None:
+    common, sup = hub
+    # Merging off: the street lights below are one place and one kind of incident (they would be one case).
+    env = router_env(common, tmp_path / "var", free_port()) | {"GRIDHUB_ROUTER_MERGE_ENABLED": "false"}
+    await start_router(sup, env)
+    producer = make_producer(common)
+    consumer = make_consumer(common, common.topic("tasks.dispatched"), group_id=None)
+    await producer.start()
+    await consumer.start()
+    tail = Tail(consumer, common)
+    reader = asyncio.create_task(tail.run())
+
+    async def street_light(minutes: int) -> EventNormalised:
+        event = report(f"东街第{minutes}号路灯不亮，晚上很黑", Channel.HOTLINE_12345, minutes, grid_code="PA-CG-01-001")
+        await producer.send_and_wait(common.topic("events.normalised"), event.to_bytes(), key=event.event_id.encode())
+        return event
+
+    def primary(event: EventNormalised) -> TaskDispatched | None:
+        return next((t for t in tail.tasks if t.event_id == event.event_id and t.role.value == "primary"), None)
+
+    try:
+        before = await street_light(0)
+        await tail.wait("the first street light's task", lambda: primary(before) is not None)
+        first = primary(before)
+        assert first is not None and first.decision.duty_list_version == "2026.11-47.2"
+        assert first.unit_code == "PA-ZJJ"
+
+        published = await gridhub(
+            common, "dutylist", "publish", str(write_list(tmp_path, "2026.12-49", moved=True)), "--yes"
+        )
+        assert published.exit_code == 0, published.output
+        switched_at = time.monotonic()
+        after: EventNormalised | None = None
+        for minute in range(1, 60):  # no restart: the next events are decided on the new list
+            after = await street_light(minute)
+            await tail.wait("a street light's task", lambda e=after: primary(e) is not None)  # type: ignore[misc]
+            task = primary(after)
+            if task is not None and task.decision.duty_list_version == "2026.12-49":
+                break
+        task = primary(after) if after is not None else None
+        assert task is not None and task.decision.duty_list_version == "2026.12-49"
+        assert task.unit_code == "PA-ZHZF" and "2026.12-49" in task.decision.reason
+        assert time.monotonic() - switched_at < 10
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)

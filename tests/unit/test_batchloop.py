@@ -7,6 +7,7 @@ import os
 import random
 import re
 import time
+import types
 
 import pytest
 from aiokafka import TopicPartition
@@ -16,9 +17,9 @@ from prometheus_client import CollectorRegistry
 from ulid import ULID
 
 from gridhub.kernel.batchloop import Flight, backoff_s, flight_of, rewind_points
-from gridhub.kernel.batchout import KafkaDeadLetters, Outgoing, murmur2, partition_for
+from gridhub.kernel.batchout import KafkaDeadLetters, Outgoing, OutputWriter, murmur2, partition_for
 from gridhub.kernel.settings import CommonSettings
-from schemas import ReportDeadLettered, new_id
+from schemas import ReportDeadLettered, base, new_id
 
 A, B = TopicPartition("t.raw.12345", 0), TopicPartition("t.raw.12345", 1)
 
@@ -59,6 +60,34 @@ def test_partition_for_matches_the_default_partitioner_and_spreads_unkeyed_recor
     for key in (b"12345:GD-2026-1120-00421", b"01KAB7ZG0X8R5T0E3KQ0V5Y6ZC", b""):
         assert partition_for(key, partitions) == (aiokafka_murmur2(key) & 0x7FFFFFFF) % 6
     assert {partition_for(None, partitions, n) for n in range(6)} == set(partitions)
+
+
+class _Batch(list[tuple[bytes | None, bytes | None]]):
+    def append(self, *, key: bytes | None, value: bytes | None, timestamp: None) -> object:  # type: ignore[override]
+        super().append((key, value))
+        return object()
+
+
+class _Producer:
+    def create_batch(self) -> _Batch:
+        return _Batch()
+
+
+def test_the_writer_puts_each_output_where_the_default_partitioner_would() -> None:
+    writer = OutputWriter(_Producer())  # type: ignore[arg-type]
+    writer._partitions = {"t.events.normalised": list(range(6)), "t.reports.index": list(range(6))}
+    keys = [new_id().encode() for _ in range(200)]
+    for key in keys:
+        writer.add(Outgoing("t.events.normalised", b"v" + key, key))
+    writer.add(Outgoing("t.reports.index", b"i", b"12345:A", partition=4))
+    for _ in range(6):
+        writer.add(Outgoing("t.events.normalised", b"unkeyed", None))
+    batches = writer._open
+    for key in keys:
+        assert (key, b"v" + key) in batches[("t.events.normalised", partition_for(key, list(range(6))))]
+    assert batches[("t.reports.index", 4)] == [(b"12345:A", b"i")]
+    unkeyed = [p for (topic, p), batch in batches.items() if (None, b"unkeyed") in batch]
+    assert sorted(unkeyed) == list(range(6))  # round robin over the partitions
 
 
 def test_outgoing_defaults_to_the_partitioner_and_no_wait() -> None:
@@ -108,6 +137,28 @@ def test_new_ids_stay_unique_across_milliseconds() -> None:
         ids += [new_id(), new_id()]
         time.sleep(0.0012)
     assert len(set(ids)) == len(ids) and ids == sorted(ids)
+
+
+def test_ids_of_one_millisecond_count_up_by_one_across_every_cached_carry(monkeypatch: pytest.MonkeyPatch) -> None:
+    # new_id keeps the first 22 characters while only the randomness's low 20 bits change: the ids must still be
+    # exactly ms + randomness, randomness + 1 each time, through a carry into the cached part and a new millisecond.
+    clock = {"ms": 1_763_602_200_000}
+    monkeypatch.setattr(base, "time", types.SimpleNamespace(time_ns=lambda: clock["ms"] * 1_000_000))
+    for name in ("_prefix", "_head", "_high", "_randomness"):  # restored with the clock afterwards
+        monkeypatch.setattr(base, name, getattr(base, name))
+    monkeypatch.setattr(base, "_last_ms", -1)
+    new_id()  # the fake millisecond's prefix
+    top = (1 << 80) - 1
+    for start in ((5 << 20) - 3, (1 << 20) - 1, top - 3, 0):
+        monkeypatch.setattr(base, "_randomness", start)
+        ids = [ULID.from_str(new_id()) for _ in range(6)]
+        assert all(u.milliseconds == clock["ms"] for u in ids)
+        randomness = [int.from_bytes(u.bytes, "big") & top for u in ids]
+        counted = min(6, top - start)  # past the top, a new random start (as before the cache)
+        assert randomness[:counted] == [start + 1 + n for n in range(counted)]
+    clock["ms"] += 1
+    later = ULID.from_str(new_id())
+    assert later.milliseconds == clock["ms"] and str(later) > str(ids[-1])
 
 
 def test_a_forked_child_does_not_count_on_from_its_parents_last_id() -> None:

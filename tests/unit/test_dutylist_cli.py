@@ -95,7 +95,7 @@ def test_problems_can_be_collected_one_by_one() -> None:
 def test_validate_packaged_list_exits_0_with_a_summary() -> None:
     result = runner.invoke(app, ["dutylist", "validate"])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("清单 2026.11-47（平安县）有效 / valid: 47 个事项 matters（乡镇属地 township 13")
+    assert result.output.startswith("清单 2026.11-47.2（平安县）有效 / valid: 47 个事项 matters（乡镇属地 township 13")
     assert "55 个单位 units" in result.output and "56 个网格 grids" in result.output
 
 
@@ -157,11 +157,11 @@ def test_route_prints_the_decision_as_json() -> None:
         "township",
         "keywords",
         False,
-        "2026.11-47",
+        "2026.11-47.2",
     )
     assert (out["township"], out["village"], out["grid"]) == ("PA-CG", "PA-CG-01", "PA-CG-01-001")
     assert [h["word"] for h in out["hits"]] == ["下水道", "反流", "污水"]
-    assert out["confidence"] == 0.89 and out["reason"].endswith("清单 2026.11-47")
+    assert out["confidence"] == 0.89 and out["reason"].endswith("清单 2026.11-47.2")
 
 
 def test_route_with_coordinates_category_and_plain_output() -> None:
@@ -205,7 +205,7 @@ def test_evaluate_prints_both_parts_and_json() -> None:
     result = runner.invoke(app, ["dutylist", "evaluate", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
-    assert out["duty_list_version"] == "2026.11-47"
+    assert out["duty_list_version"] == "2026.11-47.2"
     assert set(out["parts"]) == {"tuning", "held-out", "all"}
     assert out["parts"]["all"]["events"] == 359
     assert set(out["parts"]["tuning"]["per_matter"]) == {f"M{n:02d}" for n in range(1, 48)}

@@ -281,6 +281,8 @@ def test_catalogue_covers_every_channel_and_stage() -> None:
         "tasks.status",
         "sla.alerts",
         "deliveries.results",
+        "config.dutylist",
+        "notifier.endpoints",
     ]
     assert len(set(names)) == len(names)
     assert topic_spec("tasks.status").config() == {"cleanup.policy": "compact"}

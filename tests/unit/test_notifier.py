@@ -314,11 +314,18 @@ def test_prod_refuses_default_signing_secret() -> None:
 
 
 def test_prod_accepts_real_secret_and_dev_accepts_dev_secret() -> None:
-    prod = NotifierSettings(common=CommonSettings(mode="prod", kafka_replication_factor=3), signing_secret=SECRET)
+    prod = NotifierSettings(
+        common=CommonSettings(mode="prod", kafka_replication_factor=3),
+        signing_secret=SECRET,
+        unit_keys={"PA-CG": "cg-real-key-2026"},
+        secrets_key=base64.urlsafe_b64encode(b"prod-notifier-secrets-key-32byte").decode(),
+        api_keys={"ops-real-key-2026": "operator"},
+    )
     assert prod.signing_secret == SECRET
     dev = NotifierSettings(common=CommonSettings(mode="dev"), signing_secret=DEV_SIGNING_SECRET)
     assert secret_bytes(dev.signing_secret) == b"dev-gridhub-signing-secret-32bytes!"
-    assert dev.retry_schedule_s == SCHEDULE
+    # The published schedule (Svix's): immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    assert dev.retry_schedule_s == (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
 def test_malformed_secret_refused_even_in_dev() -> None:

@@ -20,7 +20,7 @@ from services.router.decide import (
 )
 from services.router.evaluation import report_event
 from services.router.tasks import build_tasks
-from services.router.text import confidence, event_text
+from services.router.text import Occurrences, confidence, event_text, normalise
 
 NOW = datetime(2026, 11, 20, 1, 31, 2, tzinfo=UTC)
 
@@ -91,7 +91,7 @@ def test_text_reason_names_words_weights_runner_up_and_list_version(duty: DutyLi
     assert (r.rule, r.matter_code) == ("keywords", "M21")
     assert r.reason == (
         "文本关键词 M21：偷排(2)、异味(2)，计 4 分；次选 M22 河湖坑塘管护（河长制）（2 分）；置信度 0.74；"
-        "地址含“河西乡柳村”；县直部门办理；清单 2026.11-47"
+        "地址含“河西乡柳村”；县直部门办理；清单 2026.11-47.2"
     )
     assert r.confidence == confidence(4, 2) == 0.74
 
@@ -111,6 +111,22 @@ def test_a_word_counts_where_the_segmenter_agrees(duty: DutyList) -> None:
     # 拉沙 (M02) counts at the start of 拉/沙子; 被狗咬 covers 狗咬 and 狗.
     assert index.find("有人在河里拉沙子")[0] == ["河里", "拉沙"]
     assert index.find("孩子被狗咬了")[0] == ["被狗咬"]
+
+
+def test_words_are_found_around_emoji_and_full_width_text(duty: DutyList) -> None:
+    index = router_index(duty).text
+    # An emoji is two UTF-16 units: the search falls back to characters, offsets stay right.
+    assert index.find("😀孩子被狗咬了😀有人在河里拉沙子")[0] == ["被狗咬", "河里", "拉沙"]
+    assert normalise("ＫＴＶ噪音，Ａ栋　３号") == "ktv噪音,a栋 3号"
+
+
+def test_occurrences_are_whole_characters_overlapping_ones_too() -> None:
+    words = Occurrences({"狗咬": 1, "被狗咬": 2, "\u2d65": 3})
+    assert sorted(words.of("被狗咬了")) == [(3, 1), (3, 2)]  # both end after 咬
+    # "中文" is 4E 2D 65 87 in UTF-16: U+2D65 (2D 65) sits across the two characters, so it is no match.
+    assert words.of("中文") == []
+    assert words.of("中\u2d65") == [(2, 3)]
+    assert words.of("😀狗咬") == [(3, 1)]
 
 
 def test_phrases_count_anywhere_and_outweigh(duty: DutyList) -> None:

@@ -80,7 +80,7 @@ def matter_dict(data: dict[str, Any], code: str) -> dict[str, Any]:
 
 
 def test_sample_duty_list_loads(duty: DutyList) -> None:
-    assert duty.version == "2026.11-47"
+    assert duty.version == "2026.11-47.2"
     assert duty.county.command_centre == "PA-ZZZX"
     assert [m.code for m in duty.matters] == [f"M{n:02d}" for n in range(1, 48)]
     assert len(duty.units) == 55 and len(duty.grids) == 56
@@ -106,11 +106,11 @@ def test_sewage_backflow_in_grid_goes_to_township_with_housing_bureau(duty: Duty
     assert r.matter_code == "M08"
     assert r.confidence == 0.98  # 下水道 2 + 反流 2 = 4, no rival: 1 - e^-4
     assert r.triage is False
-    assert r.duty_list_version == "2026.11-47"
+    assert r.duty_list_version == "2026.11-47.2"
     assert (r.township, r.village, r.grid_code) == ("PA-CG", "PA-CG-01", "PA-CG-01-001")
     assert r.reason == (
         "文本关键词 M08：下水道(2)、反流(2)，计 4 分；无次选；置信度 0.98；网格 PA-CG-01-001（城关镇东街社区）；"
-        "乡镇属地办理；清单 2026.11-47"
+        "乡镇属地办理；清单 2026.11-47.2"
     )
 
 
@@ -124,7 +124,7 @@ def test_unpaid_wages_goes_to_county_department_with_township(duty: DutyList) ->
     # 拖欠工资 3 (covering 工资) + 农民工 1 = 4 against M06's 工地 1 (from the title).
     assert decision.routing.confidence == 0.86
     assert decision.routing.triage is False
-    assert decision.routing.reason.endswith("；地址含“河西乡”；县直部门办理；清单 2026.11-47")
+    assert decision.routing.reason.endswith("；地址含“河西乡”；县直部门办理；清单 2026.11-47.2")
 
 
 def test_unpaid_wages_without_territory_still_goes_to_department_only(duty: DutyList) -> None:
@@ -221,16 +221,16 @@ def test_no_keyword_goes_to_command_centre_triage(duty: DutyList) -> None:
     assert "阈值" in r.reason
     assert r.reason == (
         "转指挥中心人工分拨：置信度 0.00 低于阈值 0.50；未匹配任何事项关键词；网格 PA-HX-02-001（河西乡王庄村）；"
-        "清单 2026.11-47"
+        "清单 2026.11-47.2"
     )
 
 
 def test_a_tie_between_units_is_triaged_with_its_matter(duty: DutyList) -> None:
-    # 坑洼 (M09, 住建局) and 积水 (M39, the township) weigh 2 each: the words cannot tell the unit.
-    ev = event("[投诉] 路面坑洼", "镇区中心街路面坑洼，雨后积水", grid_code="PA-CG-01-002")
+    # 村道 (M25, 交通运输局) and 积水 (M39, the township) weigh 2 each: the words cannot tell the unit.
+    ev = event("[投诉] 村道积水", "村里的村道上积水半个月了", grid_code="PA-HX-02-001")
     decision = decide(ev, duty)
     assert decision.routing.triage is True
-    assert decision.routing.matter_code == "M09"
+    assert decision.routing.matter_code == "M25"
     assert decision.routing.confidence == 0.43  # (1 - e^-2) / 2
     assert "置信度 0.43 低于阈值 0.50" in decision.routing.reason
     assert "次选 M39 防汛与自然灾害（内涝、积水、大风、冰雪）（2 分）" in decision.routing.reason
@@ -285,7 +285,7 @@ def test_build_tasks_one_per_assignment(duty: DutyList) -> None:
         assert task.title == "[投诉] 小区下水道反流"
         assert task.location.grid_code == "PA-CG-01-001"
         assert task.decision == decision.routing
-        assert task.decision.duty_list_version == "2026.11-47"
+        assert task.decision.duty_list_version == "2026.11-47.2"
     assert tasks[0].task_id != tasks[1].task_id
 
 

@@ -44,18 +44,19 @@ def test_unit_accuracy_on_routed_events_meets_the_target_on_both_parts(evaluatio
 
 def test_triage_rate_does_not_regress(evaluation: Evaluation) -> None:
     # The target is ≤ 10 %. The development set itself sends 7.5 % of its events to triage (out of scope, or a
-    # township matter with no place); words the list does not know send more. Measured with this list:
-    # tuning 12.0 %, held-out 20.2 %. These ceilings catch a regression; lower them as the list improves.
+    # township matter with no place: 6.8 % of the tuning part, 9.2 % of the held-out part); words the list does
+    # not know send more. Measured with this list: tuning 8.8 % (the target met), held-out 19.3 % (not met).
+    # These ceilings catch a regression; lower them as the list improves.
     tuning, held_out = evaluation.parts["tuning"].triage_rate, evaluation.parts["held-out"].triage_rate
-    assert tuning is not None and tuning <= 0.125, tuning
-    assert held_out is not None and held_out <= 0.21, held_out
     assert TARGET_TRIAGE_RATE == 0.10
+    assert tuning is not None and tuning <= TARGET_TRIAGE_RATE, tuning
+    assert held_out is not None and held_out <= 0.20, held_out
 
 
 def test_matter_accuracy_and_ambiguous_events(evaluation: Evaluation) -> None:
     figures = {name: f.as_dict() for name, f in evaluation.parts.items()}
-    assert figures["tuning"]["matter_accuracy"] >= 0.85
-    assert figures["held-out"]["matter_accuracy"] >= 0.78
+    assert figures["tuning"]["matter_accuracy"] >= 0.91
+    assert figures["held-out"]["matter_accuracy"] >= 0.79
     # Events labelled for the command centre (nothing in the list fits) mostly do go to triage.
     assert figures["all"]["ambiguous_correctly_triaged"] >= 0.9
 

@@ -14,6 +14,7 @@ data/sample-2027-holiday-cn.json is TEST DATA ONLY (made up, not the 2027 schedu
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,17 @@ from services.sla.calendar import (
     WorkingCalendar,
     load_holiday_cn,
 )
-from services.sla.deadlines import compute_clocks, compute_due
+from services.sla.deadlines import (
+    advance,
+    compute_clocks,
+    compute_due,
+    counted_time,
+    duration_text,
+    meet,
+    pause,
+    recount,
+    resume,
+)
 
 SH = ZoneInfo("Asia/Shanghai")
 DATA = Path(__file__).parent / "data"
@@ -382,3 +393,174 @@ def test_naive_start_rejected(term: ClockTerm) -> None:
         compute_due(term, datetime(2026, 10, 1, 9, 30), CAL)
     with pytest.raises(ValueError, match="timezone-aware"):
         compute_clocks([term], datetime(2026, 10, 1, 9, 30), CAL)
+
+
+# --- the counting rule around the 2026 Spring Festival and National Day ---------------------------
+
+
+def test_spring_festival_receipt_on_a_holiday_counts_from_the_first_working_day() -> None:
+    clock = compute_due(wd(2), sh(2026, 2, 18, 10, 0), CAL)  # 初二, a day off
+    assert clock.due_at == sh(2026, 2, 26, 0, 0)
+    assert "计入 2026-02-24..02-25；跳过 2026-02-19..02-23 春节" in clock.explanation
+
+
+def test_spring_festival_receipt_on_the_make_up_saturday_is_not_counted() -> None:
+    clock = compute_due(wd(2), sh(2026, 2, 14, 9, 0), CAL)
+    assert clock.due_at == sh(2026, 2, 26, 0, 0)
+    assert "受理 2026-02-14 09:00，当日不计入" in clock.explanation
+
+
+def test_spring_festival_receipt_after_hours_counts_the_make_up_saturday() -> None:
+    evening = compute_due(wd(2), sh(2026, 2, 13, 20, 30), CAL)
+    morning = compute_due(wd(2), sh(2026, 2, 13, 8, 0), CAL)
+    assert evening.due_at == morning.due_at == sh(2026, 2, 25, 0, 0)
+
+
+def test_second_make_up_saturday_after_spring_festival() -> None:
+    # Thu 02-26: 02-27 (Fri), 02-28 (make-up Sat), 03-01 Sunday off, 03-02 (Mon).
+    clock = compute_due(wd(3), sh(2026, 2, 26, 15, 0), CAL)
+    assert clock.due_at == sh(2026, 3, 3, 0, 0)
+    assert "计入 2026-02-27..02-28、2026-03-02（其中 2026-02-28 调休上班）；跳过 2026-03-01 周末" in clock.explanation
+
+
+def test_national_day_make_up_sunday_before_the_holiday() -> None:
+    # Fri 09-18: 09-19 Saturday off, 09-20 a make-up working Sunday, 09-21 Monday.
+    clock = compute_due(wd(2), sh(2026, 9, 18, 17, 0), CAL)
+    assert clock.due_at == sh(2026, 9, 22, 0, 0)
+    assert "计入 2026-09-20..09-21（其中 2026-09-20 调休上班）；跳过 2026-09-19 周末" in clock.explanation
+
+
+def test_a_working_day_term_is_n_days_of_counted_working_time() -> None:
+    # The pause rule counts in the same measure as the term: N working days = N x 24 h of counted time.
+    day = date(2026, 1, 1)
+    while day.year == 2026:
+        for hour in (0, 9, 23):
+            start = datetime.combine(day, datetime.min.time(), tzinfo=SH).replace(hour=hour, minute=30)
+            for amount in (1, 2, 7):
+                due = compute_due(wd(amount), start, CAL).due_at
+                reached = advance(day, start, timedelta(days=amount), CAL).moment
+                assert reached == due, (start, amount)
+                assert counted_time(day, start, due, CAL).amount == timedelta(days=amount)
+        day += timedelta(days=1)
+
+
+def test_counted_time_over_the_spring_festival() -> None:
+    counted = counted_time(date(2026, 2, 12), sh(2026, 2, 13, 12, 0), sh(2026, 2, 25, 12, 0), CAL)
+    # 02-13 12 h, 02-14 (make-up) 24 h, 02-15..23 off, 02-24 24 h, 02-25 12 h.
+    assert counted.amount == timedelta(hours=72)
+    assert [info.date for info in counted.skipped] == [date(2026, 2, d) for d in range(15, 24)]
+    assert counted.fallback_years == frozenset()
+    # The start day itself never counts, even when it is a working day.
+    assert counted_time(date(2026, 2, 13), sh(2026, 2, 13, 9), sh(2026, 2, 13, 18), CAL).amount == timedelta(0)
+
+
+def test_advance_by_nothing_stays_put_and_never_skips_ahead() -> None:
+    # Due at the end of Friday 10-09 with nothing to add: still 10-10 00:00, not the next working day.
+    assert advance(date(2026, 9, 30), sh(2026, 10, 10), timedelta(0), CAL).moment == sh(2026, 10, 10)
+    assert advance(date(2026, 9, 30), sh(2026, 10, 17), timedelta(hours=1), CAL).moment == sh(2026, 10, 19, 1)
+
+
+def test_hours_pause_over_the_spring_festival_is_wall_clock() -> None:
+    clock = pause(compute_due(hours(2), sh(2026, 2, 13, 17, 0), CAL), sh(2026, 2, 13, 18, 0), "等待当事人返乡")
+    resumed = resume(clock, sh(2026, 2, 24, 9, 0), CAL)
+    assert resumed.due_at == sh(2026, 2, 24, 10, 0)
+    assert resumed.paused_total == timedelta(days=10, hours=15)
+    assert resumed.explanation == (
+        "2 小时（自然时间）: 2026-02-13 17:00 + 2 h = 2026-02-13 19:00 (Asia/Shanghai)；"
+        "2026-02-13 18:00 暂停（等待当事人返乡），停止计时；"
+        "2026-02-24 09:00 恢复：暂停 10 天 15 小时（自然时间），截止顺延 10 天 15 小时，"
+        "2026-02-13 19:00 → 2026-02-24 10:00"
+    )
+
+
+def test_working_days_pause_over_the_spring_festival_counts_only_working_time() -> None:
+    # Received Wed 02-11 10:00, 7 working days: 02-12, 02-13, 02-14 (make-up), 02-24..02-27 → due 02-28 00:00.
+    clock = compute_due(wd(7), sh(2026, 2, 11, 10, 0), CAL)
+    assert clock.due_at == sh(2026, 2, 28, 0, 0)
+    # Paused Fri 02-13 16:00 .. Tue 02-24 10:00: 8 h + 24 h (make-up Sat) + 10 h = 42 h of counted time.
+    paused = pause(clock, sh(2026, 2, 13, 16, 0), None)
+    resumed = resume(paused, sh(2026, 2, 24, 10, 0), CAL)
+    # From 02-28 00:00 (a make-up Saturday, counted): 24 h, 03-01 Sunday off, 03-02 18 h → 03-02 18:00.
+    assert resumed.due_at == sh(2026, 3, 2, 18, 0)
+    assert resumed.explanation.endswith(
+        "；2026-02-24 10:00 恢复：暂停 10 天 18 小时，其中计时工作时间 1 天 18 小时（受理当日及非工作日不计），"
+        "截止顺延工作时间 1 天 18 小时，跳过 2026-03-01 周末，2026-02-28 00:00 → 2026-03-02 18:00"
+    )
+
+
+def test_national_day_pause_and_recount_agree() -> None:
+    clock = compute_due(wd(2), sh(2026, 9, 29, 10, 0), CAL)
+    assert clock.due_at == sh(2026, 10, 9, 0, 0)  # 09-30 and 10-08
+    clock = resume(pause(clock, sh(2026, 9, 30, 12, 0), "等待群众"), sh(2026, 10, 8, 9, 0), CAL)
+    # Counted: 09-30 12:00..24:00 and 10-08 00:00..09:00 = 21 h; 国庆节 counts nothing.
+    assert clock.due_at == sh(2026, 10, 9, 21, 0)
+    assert recount(clock, CAL) is clock
+    assert recount(clock, WorkingCalendar.with_files([OFFICIAL_2026])) is clock
+
+
+# --- 2027: missing year, warning, metric hook, recount ---------------------------------------------
+
+
+def test_fallback_year_is_logged_once_and_listed(caplog: pytest.LogCaptureFixture) -> None:
+    cal = WorkingCalendar.default()
+    with caplog.at_level(logging.WARNING, logger="services.sla.calendar"):
+        assert cal.fallback_years_used() == frozenset()
+        compute_due(wd(3), sh(2026, 12, 30, 9, 0), cal)
+        compute_due(wd(5), sh(2027, 3, 1, 9, 0), cal)
+    messages = [r.getMessage() for r in caplog.records if r.name == "services.sla.calendar"]
+    assert messages == [
+        "no statutory calendar data for 2027: counting weekends-only (Monday-Friday work); "
+        "load a holiday-cn file for 2027 (GRIDHUB_SLA_CALENDAR_FILES) and recompute open clocks"
+    ]
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+    assert cal.fallback_years_used() == {2027}
+    assert cal.sources() == {}
+    with_file = WorkingCalendar.with_files([SAMPLE_2027])
+    compute_due(wd(3), sh(2026, 12, 30, 9, 0), with_file)
+    assert with_file.fallback_years_used() == frozenset()
+    assert with_file.sources() == {2027: "file:sample-2027-holiday-cn.json"}
+
+
+def test_2027_clock_is_recounted_when_a_file_arrives() -> None:
+    without = compute_due(wd(3), sh(2026, 12, 30, 9, 0), CAL)
+    assert (without.due_at, without.fallback_years) == (sh(2027, 1, 5, 0, 0), (2027,))
+    recounted = recount(without, WorkingCalendar.with_files([SAMPLE_2027]))
+    assert (recounted.due_at, recounted.calendar_fallback, recounted.fallback_years) == (
+        sh(2027, 1, 6, 0, 0),
+        False,
+        (),
+    )
+    assert recounted.explanation.endswith(
+        "；日历更新后重新计算：原截止 2027-01-05 00:00，原按仅周末休息计算，现截止 2027-01-06 00:00"
+    )
+    # A met clock keeps what it was judged by.
+    met = meet(without, sh(2027, 1, 4, 10, 0), CAL)
+    assert recount(met, WorkingCalendar.with_files([SAMPLE_2027])) is met
+
+
+def test_pause_counted_in_a_fallback_year_flags_the_clock() -> None:
+    clock = compute_due(wd(1), sh(2026, 12, 29, 9, 0), CAL)  # 12-30: 2026 data, not flagged
+    assert clock.calendar_fallback is False
+    resumed = resume(pause(clock, sh(2026, 12, 30, 12, 0), None), sh(2026, 12, 31, 12, 0), CAL)
+    # 24 counted hours move 12-31 00:00 to 2027-01-01 00:00: counting stops at the year's edge, no 2027 day used.
+    assert resumed.due_at == sh(2027, 1, 1, 0, 0)
+    assert resumed.calendar_fallback is False
+    longer = resume(pause(clock, sh(2026, 12, 30, 12, 0), None), sh(2026, 12, 31, 13, 0), CAL)
+    assert longer.due_at == sh(2027, 1, 1, 1, 0)  # 2027-01-01 works in the weekends-only fallback
+    assert (longer.calendar_fallback, longer.fallback_years) == (True, (2027,))
+    assert "（2027 年无法定节假日数据，按仅周末休息计算）" in longer.explanation
+
+
+@pytest.mark.parametrize(
+    ("span", "text"),
+    [
+        (timedelta(0), "0 分"),
+        (timedelta(seconds=20), "20 秒"),
+        (timedelta(minutes=45), "45 分"),
+        (timedelta(hours=5, minutes=30), "5 小时 30 分"),
+        (timedelta(days=1, hours=18), "1 天 18 小时"),
+        (timedelta(hours=-2), "-2 小时"),
+    ],
+)
+def test_duration_text(span: timedelta, text: str) -> None:
+    assert duration_text(span) == text

@@ -1,17 +1,32 @@
-"""What every channel's normaliser shares: payload validation, the id check, source references."""
+"""What every channel's normaliser shares: payload validation, the id check, source references, the event's
+fields and its two forms (the model, and its wire bytes without a second validation)."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from gridhub.kernel.errors import PermanentError
 from gridhub.kernel.problems import describe_validation_error
-from schemas import EventNormalised, ReportReceived
+from schemas import Channel, EventNormalised, Reporter, ReportReceived
 from schemas.raw import SOURCE_ID_FIELDS
+from services.intake.wire import dict_serializer
 
 P = TypeVar("P", bound=BaseModel)
+
+
+class RawReport(Protocol):
+    """What a normaliser reads of the envelope: a ReportReceived, or intake's one-pass typed envelope."""
+
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def source(self) -> Channel: ...
+    @property
+    def source_id(self) -> str: ...
+    @property
+    def received_at(self) -> Any: ...
 
 
 def parse_payload(model: type[P], raw: ReportReceived) -> P:
@@ -27,18 +42,35 @@ def parse_payload(model: type[P], raw: ReportReceived) -> P:
     return payload
 
 
-def source_refs(raw: ReportReceived) -> tuple[dict[str, Any], ...]:
+def source_refs(raw: RawReport) -> tuple[dict[str, Any], ...]:
     """The event's reference back to the raw report it came from (as data for `event`)."""
     return ({"source": raw.source, "source_id": raw.source_id, "raw_message_id": raw.message_id},)
 
 
-def event(**fields: Any) -> EventNormalised:
-    """The canonical event from its fields, nested parts given as plain dicts.
+_EVENT_WIRE = dict_serializer(EventNormalised)
+# What a normaliser's event dict repeats of the model (tests hold the dicts to the model, field by field).
+EVENT_VERSION = EventNormalised.SCHEMA_VERSION
+PERSONAL_FIELDS: tuple[str, ...] = Reporter.model_fields["personal_fields"].default
 
-    One validation of the whole tree in pydantic's core instead of one Python constructor per nested model:
-    measured a quarter of a normaliser's cost, and intake's rate is CPU-bound on exactly this.
+
+def event(**fields: Any) -> EventNormalised:
+    """The canonical event from its fields (a normaliser's `fields_*` dict: every field, nested parts as dicts).
+
+    One validation of the whole tree in pydantic's core instead of one Python constructor per nested model.
     """
     return EventNormalised.model_validate(fields)
+
+
+def event_bytes(fields: dict[str, Any]) -> bytes:
+    """The wire bytes of `event(**fields)`, written by the model's own field serialisers without validating again.
+
+    For the fields a normaliser builds from its validated payload (`fields_12345` and the others: every field in
+    the model's order): every value already has its field's type and meets its constraints (titles cut to 60
+    characters of the first line, descriptions as long as the payload allows, coordinates in the same ranges, times
+    with offsets, ids that are ULIDs), so validating would change nothing; tests hold the bytes equal to the model's
+    own on varied reports. A third of the cost of validating the event and serialising the model.
+    """
+    return _EVENT_WIRE.to_json(fields)
 
 
 def first_line(text: str) -> str:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from gridhub.kernel.errors import PermanentError
-from schemas import EventNormalised, ReportReceived, Urgency
+from schemas import EventNormalised, ReportReceived, Urgency, new_id
 from schemas.base import AwareDatetime
 from schemas.selfresolved import SelfResolvedRecorded
-from services.intake.channels.common import event, first_line, parse_payload, source_refs
+from services.intake.channels.common import (
+    EVENT_VERSION,
+    RawReport,
+    event,
+    first_line,
+    parse_payload,
+    source_refs,
+)
 
 MAX_PHOTOS = 9  # what the app lets a worker attach to one report
 
@@ -40,24 +49,51 @@ class GridReport(BaseModel):
         return self
 
 
-def _event(raw: ReportReceived, event_id: str, report: GridReport) -> EventNormalised:
+def _fields(raw: RawReport, event_id: str, report: GridReport) -> dict[str, Any]:
     headline = first_line(report.description)
-    return event(
-        causation_id=raw.message_id,
-        event_id=event_id,
-        sources=source_refs(raw),
-        type=f"网格上报：{report.category or '未分类'}",
-        title=f"[网格 {report.grid_code}] {headline[:60]}",
-        description=report.description,
-        location=dict(address=report.address, grid_code=report.grid_code, lat=report.lat, lon=report.lon),
+    return {
+        "schema_version": EVENT_VERSION,
+        "message_id": new_id(),
+        "causation_id": raw.message_id,
+        "event_id": event_id,
+        "sources": source_refs(raw),
+        "type": f"网格上报：{report.category or '未分类'}",
+        "title": f"[网格 {report.grid_code}] {headline[:60]}",
+        "description": report.description,
+        "location": {
+            "address": report.address,
+            "district": None,
+            "grid_code": report.grid_code,
+            "lat": report.lat,
+            "lon": report.lon,
+        },
         # The reporter is the grid worker acting in office: no citizen's personal data here.
-        reporter=dict(name=f"网格员 {report.worker_id}", personal_fields=()),
-        reported_at=report.reported_at,
-        received_at=raw.received_at,
-        attachments=tuple(dict(url=str(url)) for url in report.photos),
-        urgency=Urgency.URGENT if report.urgent else Urgency.NORMAL,
-        declared_category=report.category,
-    )
+        "reporter": {
+            "name": f"网格员 {report.worker_id}",
+            "phone": None,
+            "address": None,
+            "anonymous": False,
+            "confidential": False,
+            "personal_fields": (),
+        },
+        "occurred_at": None,
+        "reported_at": report.reported_at,
+        "received_at": raw.received_at,
+        "attachments": tuple({"url": str(url), "media_type": None, "sha256": None} for url in report.photos),
+        "urgency": Urgency.URGENT if report.urgent else Urgency.NORMAL,
+        "declared_category": report.category,
+        "complained_unit": None,
+        "flags": (),
+    }
+
+
+def _event(raw: RawReport, event_id: str, report: GridReport) -> EventNormalised:
+    return event(**_fields(raw, event_id, report))
+
+
+def fields_gridapp(raw: RawReport, event_id: str, report: GridReport) -> dict[str, Any] | None:
+    """The canonical event's fields of a valid grid report to dispatch; None for a self-resolved one."""
+    return None if report.self_resolved else _fields(raw, event_id, report)
 
 
 def normalise_gridapp(raw: ReportReceived, event_id: str) -> EventNormalised:

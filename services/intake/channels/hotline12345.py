@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas import EventNormalised, ReportReceived, Urgency
+from schemas import EventNormalised, ReportReceived, Urgency, new_id
 from schemas.base import AwareDatetime
-from services.intake.channels.common import check_phone, event, first_line, parse_payload, source_refs
+from services.intake.channels.common import (
+    EVENT_VERSION,
+    PERSONAL_FIELDS,
+    RawReport,
+    check_phone,
+    event,
+    first_line,
+    parse_payload,
+    source_refs,
+)
 
 
 class AppealType(StrEnum):
@@ -55,22 +65,44 @@ def _title(order: WorkOrder12345) -> str:
     return f"[{order.appeal_type.value}] {headline[:60]}"
 
 
+def fields_12345(raw: RawReport, event_id: str, order: WorkOrder12345) -> dict[str, Any]:
+    """The canonical event of a valid work order as data, every field (see common.event_bytes)."""
+    name = order.caller_name
+    return {
+        "schema_version": EVENT_VERSION,
+        "message_id": new_id(),
+        "causation_id": raw.message_id,
+        "event_id": event_id,
+        "sources": source_refs(raw),
+        "type": order.appeal_type.value,
+        "title": _title(order),
+        "description": order.content,
+        "location": {
+            "address": order.address,
+            "district": order.district,
+            "grid_code": order.grid_code,
+            "lat": order.lat,
+            "lon": order.lon,
+        },
+        "reporter": {
+            "name": name,
+            "phone": order.caller_phone,
+            "address": None,
+            "anonymous": name is None,
+            "confidential": False,
+            "personal_fields": PERSONAL_FIELDS,
+        },
+        "occurred_at": None,
+        "reported_at": order.call_time,
+        "received_at": raw.received_at,
+        "attachments": (),
+        "urgency": Urgency.URGENT if order.urgency is WorkOrderUrgency.URGENT else Urgency.NORMAL,
+        "declared_category": order.category,
+        "complained_unit": None,
+        "flags": (),
+    }
+
+
 def normalise_12345(raw: ReportReceived, event_id: str) -> EventNormalised:
     """Validate a 12345 work order and build its canonical event."""
-    order = parse_payload(WorkOrder12345, raw)
-    return event(
-        causation_id=raw.message_id,
-        event_id=event_id,
-        sources=source_refs(raw),
-        type=order.appeal_type.value,
-        title=_title(order),
-        description=order.content,
-        location=dict(
-            address=order.address, district=order.district, grid_code=order.grid_code, lat=order.lat, lon=order.lon
-        ),
-        reporter=dict(name=order.caller_name, phone=order.caller_phone, anonymous=order.caller_name is None),
-        reported_at=order.call_time,
-        received_at=raw.received_at,
-        urgency=Urgency.URGENT if order.urgency is WorkOrderUrgency.URGENT else Urgency.NORMAL,
-        declared_category=order.category,
-    )
+    return event(**fields_12345(raw, event_id, parse_payload(WorkOrder12345, raw)))

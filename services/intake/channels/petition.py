@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas import EventNormalised, ReportReceived, Urgency
+from schemas import EventNormalised, ReportReceived, Urgency, new_id
 from schemas.base import AwareDatetime
-from services.intake.channels.common import check_phone, event, first_line, parse_payload, source_refs
+from services.intake.channels.common import (
+    EVENT_VERSION,
+    PERSONAL_FIELDS,
+    RawReport,
+    check_phone,
+    event,
+    first_line,
+    parse_payload,
+    source_refs,
+)
 
 # 集体访: five or more people petitioning together is a group petition, handled as urgent.
 GROUP_PETITION_PEOPLE = 5
@@ -53,32 +63,48 @@ class Petition(BaseModel):
     category: str | None = Field(None, max_length=40, description="信访系统已选的事项分类（如有）")
 
 
-def normalise_petition(raw: ReportReceived, event_id: str) -> EventNormalised:
-    """Validate a petition; the petitioner is marked confidential, a group petition is urgent."""
-    petition = parse_payload(Petition, raw)
+def fields_petition(raw: RawReport, event_id: str, petition: Petition) -> dict[str, Any]:
+    """The canonical event of a valid petition as data, every field: petitioner confidential, a group petition
+    urgent."""
     group = petition.people_count >= GROUP_PETITION_PEOPLE
     flags = tuple(flag for flag, on in (("repeat-petition", petition.repeat), ("group-petition", group)) if on)
     person = petition.petitioner
     headline = first_line(petition.demands)
-    return event(
-        causation_id=raw.message_id,
-        event_id=event_id,
-        sources=source_refs(raw),
-        type=f"信访（{petition.form.value}）",
-        title=f"[信访{'·集体访' if group else ''}{'·重复' if petition.repeat else ''}] {headline[:60]}",
-        description=petition.demands,
-        location=dict(address=petition.address, district=petition.district, grid_code=petition.grid_code),
-        reporter=dict(
-            name=person.name,
-            phone=person.phone,
-            address=person.address,
-            anonymous=person.name is None,
-            confidential=True,
-        ),
-        reported_at=petition.registered_at,
-        received_at=raw.received_at,
-        urgency=Urgency.URGENT if group else Urgency.NORMAL,
-        declared_category=petition.category,
-        complained_unit=petition.complained_unit,
-        flags=flags,
-    )
+    return {
+        "schema_version": EVENT_VERSION,
+        "message_id": new_id(),
+        "causation_id": raw.message_id,
+        "event_id": event_id,
+        "sources": source_refs(raw),
+        "type": f"信访（{petition.form.value}）",
+        "title": f"[信访{'·集体访' if group else ''}{'·重复' if petition.repeat else ''}] {headline[:60]}",
+        "description": petition.demands,
+        "location": {
+            "address": petition.address,
+            "district": petition.district,
+            "grid_code": petition.grid_code,
+            "lat": None,
+            "lon": None,
+        },
+        "reporter": {
+            "name": person.name,
+            "phone": person.phone,
+            "address": person.address,
+            "anonymous": person.name is None,
+            "confidential": True,
+            "personal_fields": PERSONAL_FIELDS,
+        },
+        "occurred_at": None,
+        "reported_at": petition.registered_at,
+        "received_at": raw.received_at,
+        "attachments": (),
+        "urgency": Urgency.URGENT if group else Urgency.NORMAL,
+        "declared_category": petition.category,
+        "complained_unit": petition.complained_unit,
+        "flags": flags,
+    }
+
+
+def normalise_petition(raw: ReportReceived, event_id: str) -> EventNormalised:
+    """Validate a petition; the petitioner is marked confidential, a group petition is urgent."""
+    return event(**fields_petition(raw, event_id, parse_payload(Petition, raw)))

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas import EventNormalised, ReportReceived, Urgency
+from schemas import EventNormalised, ReportReceived, Urgency, new_id
 from schemas.base import AwareDatetime
-from services.intake.channels.common import check_phone, event, first_line, parse_payload, source_refs
+from services.intake.channels.common import (
+    EVENT_VERSION,
+    PERSONAL_FIELDS,
+    RawReport,
+    check_phone,
+    event,
+    first_line,
+    parse_payload,
+    source_refs,
+)
 from services.intake.channels.hotline12345 import WorkOrderUrgency
 
 
@@ -31,28 +42,45 @@ class PoliceIncident110(BaseModel):
     _phone = field_validator("caller_phone")(check_phone)
 
 
+def fields_110(raw: RawReport, event_id: str, incident: PoliceIncident110) -> dict[str, Any]:
+    """The canonical event of a valid hand-over as data, every field; the incident type is the channel's category."""
+    headline = first_line(incident.summary)
+    name = incident.caller_name
+    return {
+        "schema_version": EVENT_VERSION,
+        "message_id": new_id(),
+        "causation_id": raw.message_id,
+        "event_id": event_id,
+        "sources": source_refs(raw),
+        "type": f"非警务警情：{incident.incident_type}",
+        "title": f"[110 {incident.incident_type}] {headline[:60]}",
+        "description": incident.summary,
+        "location": {
+            "address": incident.address,
+            "district": incident.district,
+            "grid_code": incident.grid_code,
+            "lat": incident.lat,
+            "lon": incident.lon,
+        },
+        "reporter": {
+            "name": name,
+            "phone": incident.caller_phone,
+            "address": None,
+            "anonymous": name is None,
+            "confidential": False,
+            "personal_fields": PERSONAL_FIELDS,
+        },
+        "occurred_at": incident.call_time,
+        "reported_at": incident.call_time,
+        "received_at": raw.received_at,
+        "attachments": (),
+        "urgency": Urgency.URGENT if incident.urgency is WorkOrderUrgency.URGENT else Urgency.NORMAL,
+        "declared_category": incident.incident_type,
+        "complained_unit": None,
+        "flags": (),
+    }
+
+
 def normalise_110(raw: ReportReceived, event_id: str) -> EventNormalised:
     """Validate a 110 hand-over and build its canonical event; the incident type is the channel's category."""
-    incident = parse_payload(PoliceIncident110, raw)
-    headline = first_line(incident.summary)
-    return event(
-        causation_id=raw.message_id,
-        event_id=event_id,
-        sources=source_refs(raw),
-        type=f"非警务警情：{incident.incident_type}",
-        title=f"[110 {incident.incident_type}] {headline[:60]}",
-        description=incident.summary,
-        location=dict(
-            address=incident.address,
-            district=incident.district,
-            grid_code=incident.grid_code,
-            lat=incident.lat,
-            lon=incident.lon,
-        ),
-        reporter=dict(name=incident.caller_name, phone=incident.caller_phone, anonymous=incident.caller_name is None),
-        occurred_at=incident.call_time,
-        reported_at=incident.call_time,
-        received_at=raw.received_at,
-        urgency=Urgency.URGENT if incident.urgency is WorkOrderUrgency.URGENT else Urgency.NORMAL,
-        declared_category=incident.incident_type,
-    )
+    return event(**fields_110(raw, event_id, parse_payload(PoliceIncident110, raw)))
