@@ -64,7 +64,7 @@ class CommonSettings(BaseSettings):
         return f"{self.topic_prefix}{name}"
 
     def group(self, service: str) -> str:
-        """Consumer group id (and Faust app id) of a service."""
+        """Consumer group id of a service."""
         return f"{self.topic_prefix}{service}"
 
     @model_validator(mode="after")

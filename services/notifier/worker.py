@@ -42,6 +42,7 @@ from gridhub.kernel.batchserve import BatchService, batch_service
 from gridhub.kernel.errors import PermanentError
 from gridhub.kernel.health import Health
 from gridhub.kernel.kafka import make_consumer
+from gridhub.kernel.localstate import ahead_of_topics
 from gridhub.kernel.problems import describe_validation_error
 from gridhub.kernel.settings import CommonSettings
 from schemas import (
@@ -164,16 +165,9 @@ class NotifierHandler(BatchHandler):
         """Whether the file has read further than the topics hold (they were recreated: an embedded broker's memory
         storage, a new cluster); its jobs describe messages that are gone, so it is rebuilt."""
         consumer = self.consumer()
-        offsets = outbox.offsets()
-        if consumer is None or not offsets:
+        if consumer is None:
             return False
-        tps = [TopicPartition(topic, p) for topic in offsets]
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-        # Tansu's end offset may lag behind its last batch: a few records ahead proves nothing, an empty topic does.
-        stale = any(
-            offsets[tp.topic] > ends.get(tp, 0) and (ends.get(tp, 0) == 0 or offsets[tp.topic] - ends[tp] > 10_000)
-            for tp in tps
-        )
+        stale = await ahead_of_topics(consumer, outbox.offsets(), p)
         if stale:
             log.warning("outbox is ahead of its topics (recreated?); rebuilding", extra={"partition": p})
         return stale

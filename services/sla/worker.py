@@ -63,6 +63,7 @@ from gridhub.kernel.batchserve import BatchService, batch_service
 from gridhub.kernel.errors import PermanentError
 from gridhub.kernel.http import ProblemJSONResponse
 from gridhub.kernel.kafka import make_consumer
+from gridhub.kernel.localstate import ahead_of_topics
 from gridhub.kernel.metrics import ServiceMetrics
 from gridhub.kernel.problems import describe_validation_error
 from gridhub.kernel.settings import CommonSettings
@@ -281,17 +282,9 @@ class SlaHandler(BatchHandler):
         """Whether the file has read further than the topics hold: they were recreated (an embedded broker's
         memory storage, a new cluster), so the file describes tasks that are gone; it is rebuilt."""
         consumer = self.consumer()
-        offsets = store.offsets()
-        if consumer is None or not offsets:
+        if consumer is None:
             return False
-        tps = [TopicPartition(topic, p) for topic in offsets]
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-        # Tansu's end offset may lag behind the last batch (it can fall inside it): ahead by a few records is no
-        # proof; an empty topic, or one far behind, is.
-        stale = any(
-            offsets[tp.topic] > ends.get(tp, 0) and (ends.get(tp, 0) == 0 or offsets[tp.topic] - ends[tp] > 10_000)
-            for tp in tps
-        )
+        stale = await ahead_of_topics(consumer, store.offsets(), p)
         if stale:
             log.warning("partition file is ahead of its topics (recreated?); rebuilding", extra={"partition": p})
         return stale

@@ -1,0 +1,26 @@
+"""Checks shared by workers that keep a partition's state in a local file next to the input offsets it reflects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import TopicPartition
+
+# Tansu's end offset may lag behind its last batch (it can fall inside it): a file a few records ahead proves
+# nothing; an empty topic, or one this far behind, does.
+AHEAD_BY_MORE_THAN = 10_000
+
+
+async def ahead_of_topics(consumer: Any, offsets: Mapping[str, int], partition: int) -> bool:
+    """Whether a partition's file has read further than its topics hold (they were recreated: an embedded broker's
+    memory storage, a new cluster), so what it describes is gone and it must be rebuilt."""
+    if not offsets:
+        return False
+    tps = [TopicPartition(topic, partition) for topic in offsets]
+    ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+    return any(
+        offsets[tp.topic] > ends.get(tp, 0)
+        and (ends.get(tp, 0) == 0 or offsets[tp.topic] - ends[tp] > AHEAD_BY_MORE_THAN)
+        for tp in tps
+    )
