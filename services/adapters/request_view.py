@@ -48,6 +48,7 @@ class StatusFacts:
     accepted_at: datetime | None
     contacted_at: datetime | None
     resolved_at: datetime | None
+    replied_at: datetime | None
     satisfaction: int | None
     resolve_due: datetime | None
     changed_at: datetime
@@ -102,12 +103,13 @@ def facts_of(task: TaskDispatched) -> EventFacts:
 
 
 def status_facts(status: TaskStatusChanged) -> StatusFacts:
-    """What the life cycle needs of a TaskStatusChanged. It has no replied_at yet: 回复 cannot be seen."""
+    """What the life cycle needs of a TaskStatusChanged."""
     return StatusFacts(
         status=status.status,
         accepted_at=status.accepted_at,
         contacted_at=status.contacted_at,
         resolved_at=status.resolved_at,
+        replied_at=status.replied_at,
         satisfaction=status.satisfaction,
         resolve_due=next((c.due_at for c in status.clocks if c.kind is ClockKind.RESOLVE), None),
         changed_at=status.changed_at,
@@ -124,6 +126,7 @@ def with_status(progress: TaskProgress, facts: StatusFacts) -> TaskProgress:
         accepted_at=facts.accepted_at,
         contacted_at=facts.contacted_at,
         resolved_at=facts.resolved_at,
+        replied_at=facts.replied_at,
         satisfaction=facts.satisfaction,
         resolve_due=facts.resolve_due,
         changed_at=facts.changed_at,

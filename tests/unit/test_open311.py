@@ -445,8 +445,8 @@ async def test_status_follows_the_life_cycle_and_never_shows_personal_data(
     steps = [
         (UpdateKind.ACCEPTED, {}, "签收", "open"),
         (UpdateKind.CONTACTED, {}, "办理", "open"),
+        (UpdateKind.REPLIED, {}, "回复", "open"),  # the unit answered the citizen (TaskStatusChanged.replied_at)
         (UpdateKind.RESOLVED, {}, "办结", "closed"),
-        (UpdateKind.REPLIED, {}, "办结", "closed"),  # 回复 after 办结: TaskStatusChanged has no replied_at
         (UpdateKind.FEEDBACK, {"satisfaction": 5}, "回访", "closed"),
     ]
     for minutes, (kind, extra, zh, status) in enumerate(steps, start=10):
