@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gridhub.broker import EmbeddedBroker, free_port
+from gridhub.demo.tasks import sample_task
 from gridhub.kernel.kafka import create_topics
 from gridhub.kernel.settings import CommonSettings
 from gridhub.up import Supervisor, command
@@ -40,13 +41,8 @@ from schemas import (
     ClockTerm,
     DeadlineClass,
     DurationUnit,
-    Location,
-    RoutingDecision,
     TaskDispatched,
-    TaskRole,
-    Tier,
     Urgency,
-    new_id,
 )
 from services.notifier.settings import DEV_SIGNING_SECRET
 
@@ -55,35 +51,21 @@ HERE = Path(__file__).resolve().parent
 
 def a_task() -> TaskDispatched:
     """A realistic task (a burst water pipe for a township centre)."""
-    now = datetime.now(UTC)
-    return TaskDispatched(
-        causation_id=new_id(),
-        task_id=new_id(),
-        event_id=new_id(),
-        unit_code="PA-CG",
+    return sample_task(
+        datetime.now(UTC),
+        unit="PA-CG",
         unit_name="城关镇综治中心",
-        role=TaskRole.PRIMARY,
-        matter_code="M08",
-        tier=Tier.TOWNSHIP,
-        deadline_class=DeadlineClass.PUBLIC_SERVICE,
-        urgency=Urgency.NORMAL,
-        title="[投诉] 小区下水道反流",
-        description="我们小区下水道反流，污水漫到一楼楼道，味道很大，请尽快处理。地址：城关镇东街社区幸福小区3号楼。",
-        location=Location(grid_code="PA-CG-01-001", address="城关镇东街社区幸福小区3号楼"),
-        received_at=now,
-        dispatched_at=now + timedelta(milliseconds=30),
         deadlines=(
             ClockTerm(kind=ClockKind.CONTACT, amount=1, unit=DurationUnit.HOURS),
             ClockTerm(kind=ClockKind.RESOLVE, amount=2, unit=DurationUnit.WORKING_DAYS),
         ),
-        decision=RoutingDecision(
-            matter_code="M08",
-            matter_name="供排水设施",
-            rule="keywords",
-            confidence=0.91,
-            reason="关键词：下水道(3.0)、反流(2.0)；网格 PA-CG-01-001",
-            duty_list_version="2026.11-47.2",
-        ),
+        deadline_class=DeadlineClass.PUBLIC_SERVICE,
+        urgency=Urgency.NORMAL,
+        dispatched_after=timedelta(milliseconds=30),
+        title="[投诉] 小区下水道反流",
+        description="我们小区下水道反流，污水漫到一楼楼道，味道很大，请尽快处理。地址：城关镇东街社区幸福小区3号楼。",
+        address="城关镇东街社区幸福小区3号楼",
+        reason="关键词：下水道(3.0)、反流(2.0)；网格 PA-CG-01-001",
     )
 
 

@@ -38,6 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gridhub.broker import EmbeddedBroker, free_port
+from gridhub.demo.tasks import sample_task
 from gridhub.kernel.batchout import KafkaDeadLetters, partition_for
 from gridhub.kernel.kafka import create_topics, make_consumer, wait_for_broker
 from gridhub.kernel.settings import CommonSettings
@@ -45,15 +46,9 @@ from gridhub.up import command
 from schemas import (
     ClockKind,
     ClockTerm,
-    DeadlineClass,
     DurationUnit,
-    Location,
-    RoutingDecision,
     SlaAlertRaised,
     TaskDispatched,
-    TaskRole,
-    Tier,
-    Urgency,
     new_id,
 )
 from schemas.dutylist import load_duty_list
@@ -71,33 +66,16 @@ BACKGROUND_GROUP = 100  # background tasks share a receipt instant in hundreds
 
 def make_task(received: datetime, unit: str, unit_name: str) -> TaskDispatched:
     """An urgent task as the router dispatches it: 签收 and 联系 1 hour, 办结 3 hours."""
-    return TaskDispatched(
-        task_id=new_id(),
-        event_id=new_id(),
-        unit_code=unit,
+    return sample_task(
+        received,
+        unit=unit,
         unit_name=unit_name,
-        role=TaskRole.PRIMARY,
-        matter_code="M08",
-        tier=Tier.TOWNSHIP,
-        deadline_class=DeadlineClass.URGENT,
-        urgency=Urgency.URGENT,
-        title="幸福小区3号楼下水管爆裂",
-        description="幸福小区3号楼下水管爆裂，水漫到路上",
-        location=Location(grid_code="PA-CG-01-001"),
-        received_at=received,
-        dispatched_at=received,
         deadlines=(
             ClockTerm(kind=ClockKind.CONTACT, amount=1, unit=DurationUnit.HOURS),
             ClockTerm(kind=ClockKind.RESOLVE, amount=3, unit=DurationUnit.HOURS),
         ),
-        decision=RoutingDecision(
-            matter_code="M08",
-            matter_name="供排水设施",
-            rule="keywords",
-            confidence=0.9,
-            reason="bench",
-            duty_list_version="2026.11-47.2",
-        ),
+        dispatched_after=timedelta(0),
+        reason="bench",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +11,7 @@ from aiokafka import TopicPartition
 # Tansu's end offset may lag behind its last batch (it can fall inside it): a file a few records ahead proves
 # nothing; an empty topic, or one this far behind, does.
 AHEAD_BY_MORE_THAN = 10_000
+log = logging.getLogger(__name__)
 
 
 async def ahead_of_topics(consumer: Any, offsets: Mapping[str, int], partition: int) -> bool:
@@ -24,3 +26,13 @@ async def ahead_of_topics(consumer: Any, offsets: Mapping[str, int], partition: 
         and (ends.get(tp, 0) == 0 or offsets[tp.topic] - ends[tp] > AHEAD_BY_MORE_THAN)
         for tp in tps
     )
+
+
+async def stale_file(consumer: Any | None, offsets: Mapping[str, int], partition: int, what: str) -> bool:
+    """`ahead_of_topics`, logged as a rebuild of `what` (False while the worker has no consumer yet)."""
+    if consumer is None:
+        return False
+    stale = await ahead_of_topics(consumer, offsets, partition)
+    if stale:
+        log.warning("%s is ahead of its topics (recreated?); rebuilding", what, extra={"partition": partition})
+    return stale

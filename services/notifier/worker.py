@@ -42,7 +42,7 @@ from gridhub.kernel.batchserve import BatchService, batch_service
 from gridhub.kernel.errors import PermanentError
 from gridhub.kernel.health import Health
 from gridhub.kernel.kafka import make_consumer
-from gridhub.kernel.localstate import ahead_of_topics
+from gridhub.kernel.localstate import stale_file
 from gridhub.kernel.problems import describe_validation_error
 from gridhub.kernel.settings import CommonSettings
 from schemas import (
@@ -164,13 +164,7 @@ class NotifierHandler(BatchHandler):
     async def _stale(self, p: int, outbox: Outbox) -> bool:
         """Whether the file has read further than the topics hold (they were recreated: an embedded broker's memory
         storage, a new cluster); its jobs describe messages that are gone, so it is rebuilt."""
-        consumer = self.consumer()
-        if consumer is None:
-            return False
-        stale = await ahead_of_topics(consumer, outbox.offsets(), p)
-        if stale:
-            log.warning("outbox is ahead of its topics (recreated?); rebuilding", extra={"partition": p})
-        return stale
+        return await stale_file(self.consumer(), outbox.offsets(), p, "outbox")
 
     def revoked(self, partitions: frozenset[TopicPartition]) -> None:
         """Write what the engine recorded for them, forget their jobs, close their files."""

@@ -63,7 +63,7 @@ from gridhub.kernel.batchserve import BatchService, batch_service
 from gridhub.kernel.errors import PermanentError
 from gridhub.kernel.http import ProblemJSONResponse
 from gridhub.kernel.kafka import make_consumer
-from gridhub.kernel.localstate import ahead_of_topics
+from gridhub.kernel.localstate import stale_file
 from gridhub.kernel.metrics import ServiceMetrics
 from gridhub.kernel.problems import describe_validation_error
 from gridhub.kernel.settings import CommonSettings
@@ -281,13 +281,7 @@ class SlaHandler(BatchHandler):
     async def _stale(self, p: int, store: PartitionStore) -> bool:
         """Whether the file has read further than the topics hold: they were recreated (an embedded broker's
         memory storage, a new cluster), so the file describes tasks that are gone; it is rebuilt."""
-        consumer = self.consumer()
-        if consumer is None:
-            return False
-        stale = await ahead_of_topics(consumer, store.offsets(), p)
-        if stale:
-            log.warning("partition file is ahead of its topics (recreated?); rebuilding", extra={"partition": p})
-        return stale
+        return await stale_file(self.consumer(), store.offsets(), p, "partition file")
 
     def revoked(self, partitions: frozenset[TopicPartition]) -> None:
         """Close the files of partitions given away (every batch of theirs is committed or rolled back)."""

@@ -33,6 +33,7 @@ from schemas import (
     new_id,
 )
 from schemas.task import WITHHELD_CONFIDENTIAL, WITHHELD_FROM_ACCUSED
+from tests.broker.service_process import service_env, start_service
 from tests.conftest import Broker
 
 pytestmark = pytest.mark.broker
@@ -133,15 +134,7 @@ async def bus(broker: Broker, topic_prefix: str, tmp_path: Path) -> AsyncIterato
     common = CommonSettings(kafka_bootstrap=broker.bootstrap, kafka_idempotence=broker.idempotence, topic_prefix=prefix)
     await asyncio.wait_for(create_topics(common), 60)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDHUB_")} | {
-        "KAFKA_BOOTSTRAP": common.kafka_bootstrap,
-        "GRIDHUB_KAFKA_IDEMPOTENCE": str(common.kafka_idempotence).lower(),
-        "GRIDHUB_TOPIC_PREFIX": prefix,
-        "GRIDHUB_DATA_DIR": str(tmp_path / "var"),
-        "GRIDHUB_ROUTER_PORT": str(port),
-        "GRIDHUB_ROUTER_MAX_RETURNS": "2",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = service_env(common, "router", tmp_path / "var", port, GRIDHUB_ROUTER_MAX_RETURNS="2")
     sup = Supervisor(tmp_path / "logs")
     producer = make_producer(common)
     consumer = make_consumer(common, common.topic("tasks.dispatched"), common.topic("tasks.updates"), group_id=None)
@@ -151,8 +144,7 @@ async def bus(broker: Broker, topic_prefix: str, tmp_path: Path) -> AsyncIterato
     reader = asyncio.create_task(tail.run())
 
     async def start() -> None:
-        sup.spawn("router", command("serve", "router"), env)
-        await asyncio.to_thread(sup.wait_ready, {"router": f"http://127.0.0.1:{port}/readyz"}, READY_S)
+        await start_service(sup, "router", env, READY_S)
 
     async def restart() -> None:
         running = sup.procs.pop("router")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -15,10 +14,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from gridhub.broker import free_port
-from gridhub.kernel.kafka import create_topics, make_consumer, make_producer
+from gridhub.kernel.kafka import make_consumer, make_producer
 from gridhub.kernel.settings import CommonSettings
-from gridhub.up import Supervisor, command
+from gridhub.up import Supervisor
 from schemas import CaseLinked, Channel, EventNormalised, Location, Reporter, SourceRef, TaskDispatched, new_id
+from tests.broker.service_process import own_topics, service_env, start_service
 from tests.broker.test_dutylist_publish_on_broker import gridhub, write_list
 from tests.conftest import Broker
 
@@ -76,32 +76,16 @@ class Tail:
 @pytest.fixture
 async def hub(broker: Broker, topic_prefix: str, tmp_path: Path) -> AsyncIterator[tuple[CommonSettings, Supervisor]]:
     """Topics of a prefix of this test's own and the router running as a process."""
-    prefix = f"{topic_prefix}m{uuid.uuid4().hex[:6]}."
-    common = CommonSettings(kafka_bootstrap=broker.bootstrap, kafka_idempotence=broker.idempotence, topic_prefix=prefix)
-    await asyncio.wait_for(create_topics(common), 60)
-    sup = Supervisor(tmp_path / "logs")
-    try:
-        yield common, sup
-    finally:
-        await asyncio.to_thread(sup.stop)
+    async with own_topics(broker, topic_prefix, tmp_path, "m") as running:
+        yield running
 
 
 def router_env(common: CommonSettings, data_dir: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDHUB_")}
-    return env | {
-        "KAFKA_BOOTSTRAP": common.kafka_bootstrap,
-        "GRIDHUB_KAFKA_IDEMPOTENCE": str(common.kafka_idempotence).lower(),
-        "GRIDHUB_TOPIC_PREFIX": common.topic_prefix,
-        "GRIDHUB_DATA_DIR": str(data_dir),
-        "GRIDHUB_ROUTER_PORT": str(port),
-        "PYTHONUNBUFFERED": "1",
-    }
+    return service_env(common, "router", data_dir, port)
 
 
 async def start_router(sup: Supervisor, env: dict[str, str]) -> None:
-    sup.spawn("router", command("serve", "router"), env)
-    url = f"http://127.0.0.1:{env['GRIDHUB_ROUTER_PORT']}/readyz"
-    await asyncio.to_thread(sup.wait_ready, {"router": url}, READY_S)
+    await start_service(sup, "router", env, READY_S)
 
 
 async def test_one_incident_from_three_channels_is_dispatched_once_and_linked_twice(

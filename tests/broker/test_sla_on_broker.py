@@ -10,11 +10,9 @@ again and the task's clocks answer from the rebuilt state.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -25,10 +23,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from gridhub.broker import free_port
-from gridhub.kernel.kafka import create_topics, make_consumer, make_producer
+from gridhub.kernel.kafka import make_consumer, make_producer
 from gridhub.kernel.settings import CommonSettings
-from gridhub.up import Supervisor, command
+from gridhub.up import Supervisor
 from schemas import SlaAlertRaised, TaskDispatched, UpdateKind
+from tests.broker.service_process import own_topics, service_env, start_service
 from tests.conftest import Broker
 from tests.unit.sla_tasks import task, update
 
@@ -63,41 +62,29 @@ class Alerts:
 @pytest.fixture
 async def hub(broker: Broker, topic_prefix: str, tmp_path: Path) -> AsyncIterator[tuple[CommonSettings, Supervisor]]:
     """Topics of a prefix of this test's own, and a supervisor for the service process."""
-    prefix = f"{topic_prefix}s{uuid.uuid4().hex[:6]}."
-    common = CommonSettings(kafka_bootstrap=broker.bootstrap, kafka_idempotence=broker.idempotence, topic_prefix=prefix)
-    await asyncio.wait_for(create_topics(common), 60)
-    sup = Supervisor(tmp_path / "logs")
-    try:
-        yield common, sup
-    finally:
-        await asyncio.to_thread(sup.stop)
+    async with own_topics(broker, topic_prefix, tmp_path, "s") as running:
+        yield running
 
 
 def sla_env(common: CommonSettings, data_dir: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDHUB_")}
-    return env | {
-        "KAFKA_BOOTSTRAP": common.kafka_bootstrap,
-        "GRIDHUB_KAFKA_IDEMPOTENCE": str(common.kafka_idempotence).lower(),
-        "GRIDHUB_TOPIC_PREFIX": common.topic_prefix,
-        "GRIDHUB_DATA_DIR": str(data_dir),
-        "GRIDHUB_SLA_PORT": str(port),
-        "GRIDHUB_SLA_WARNING_FRACTIONS": "[0.5, 0.8]",
-        "GRIDHUB_SLA_ESCALATE_TOWNSHIP_AFTER_S": str(ESCALATE[0]),
-        "GRIDHUB_SLA_ESCALATE_COUNTY_AFTER_S": str(ESCALATE[1]),
-        "GRIDHUB_SLA_ESCALATE_SUPERVISION_AFTER_S": str(ESCALATE[2]),
-        "GRIDHUB_SLA_REMINDER_INTERVAL_S": str(REMINDER_S),
-        "GRIDHUB_SLA_FINAL_REMINDERS": str(FINAL_REMINDERS),
-        "GRIDHUB_SLA_TIMER_IDLE_S": "0.2",
-        "PYTHONUNBUFFERED": "1",
-    }
+    return service_env(
+        common,
+        "sla",
+        data_dir,
+        port,
+        GRIDHUB_SLA_WARNING_FRACTIONS="[0.5, 0.8]",
+        GRIDHUB_SLA_ESCALATE_TOWNSHIP_AFTER_S=str(ESCALATE[0]),
+        GRIDHUB_SLA_ESCALATE_COUNTY_AFTER_S=str(ESCALATE[1]),
+        GRIDHUB_SLA_ESCALATE_SUPERVISION_AFTER_S=str(ESCALATE[2]),
+        GRIDHUB_SLA_REMINDER_INTERVAL_S=str(REMINDER_S),
+        GRIDHUB_SLA_FINAL_REMINDERS=str(FINAL_REMINDERS),
+        GRIDHUB_SLA_TIMER_IDLE_S="0.2",
+    )
 
 
 async def start_sla(sup: Supervisor, env: dict[str, str]) -> float:
     """Start the service; return how long it took to be ready."""
-    started = time.monotonic()
-    sup.spawn("sla", command("serve", "sla"), env)
-    await asyncio.to_thread(sup.wait_ready, {"sla": f"http://127.0.0.1:{env['GRIDHUB_SLA_PORT']}/readyz"}, READY_S)
-    return time.monotonic() - started
+    return await start_service(sup, "sla", env, READY_S)
 
 
 def expected_steps(levels: int) -> list[tuple[str, int]]:

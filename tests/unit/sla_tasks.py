@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from gridhub.demo.tasks import sample_task
 from schemas import (
     ClockKind,
     ClockTerm,
-    DeadlineClass,
     DurationUnit,
-    Location,
-    RoutingDecision,
     TaskDispatched,
-    TaskRole,
     TaskUpdated,
-    Tier,
     UpdateKind,
-    Urgency,
     new_id,
 )
 
@@ -35,34 +30,15 @@ def task(
     task_id: str | None = None,
 ) -> TaskDispatched:
     """An urgent task (hours-only clocks: ack 1 h by policy, contact and resolve as given)."""
-    return TaskDispatched(
-        causation_id=new_id(),
-        task_id=task_id or new_id(),
-        event_id=new_id(),
-        unit_code=unit,
+    return sample_task(
+        received_at,
+        unit=unit,
         unit_name=unit_name,
-        role=TaskRole.PRIMARY,
-        matter_code="M08",
-        tier=Tier.TOWNSHIP,
-        deadline_class=DeadlineClass.URGENT,
-        urgency=Urgency.URGENT,
-        title="幸福小区3号楼下水管爆裂",
-        description="幸福小区3号楼下水管爆裂，水漫到路上",
-        location=Location(grid_code="PA-CG-01-001"),
-        received_at=received_at,
-        dispatched_at=received_at + timedelta(seconds=2),
         deadlines=(
             ClockTerm(kind=ClockKind.CONTACT, amount=contact_h, unit=HOURS),
             ClockTerm(kind=ClockKind.RESOLVE, amount=resolve_h, unit=HOURS),
         ),
-        decision=RoutingDecision(
-            matter_code="M08",
-            matter_name="供排水设施",
-            rule="keywords",
-            confidence=0.9,
-            reason="测试",
-            duty_list_version="2026.11-47.2",
-        ),
+        task_id=task_id,
     )
 
 
