@@ -40,6 +40,7 @@ class Plan:
     latency_rate: float
     latency_seconds: float
     half_max_latency: bool = True
+    e2e_batch: int = 100
     startup_timeout_s: float = 60.0
     stall_timeout_s: float = 15.0
 

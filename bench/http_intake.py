@@ -236,7 +236,7 @@ async def run_http(bench: Bench) -> list[Row]:
     n = max(plan.events, 500)
     rows: list[Row] = []
     # aiohttp, as in e2e: httpx's pool costs more CPU than the adapters beyond ~8 connections (bench/README.md).
-    connector = aiohttp.TCPConnector(limit=max(plan.concurrency, 64))
+    connector = aiohttp.TCPConnector(limit=max(plan.concurrency, 64), keepalive_timeout=2.0)  # under uvicorn's 5 s
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         adapters = Adapters(bench, session)
         try:

@@ -28,6 +28,8 @@ from http_intake import run_http
 from stages import build_corpus, run_stage
 
 from gridhub.broker import EmbeddedBroker
+from gridhub.kernel.runtime import run as run_on_loop
+from gridhub.kernel.settings import CommonSettings
 from schemas import Channel
 from schemas.catalogue import RAW_TOPICS
 
@@ -151,6 +153,43 @@ def format_table(rows: list[Row], baseline: float | None) -> str:
         if r.extra.get("cpu_pct"):
             shares = ", ".join(f"{k} {v}%" for k, v in sorted(r.extra["cpu_pct"].items(), key=lambda kv: -kv[1]))
             lines.append(f"{'':<14}CPU during it (of one core): {shares}")
+        if r.extra.get("cpu_ms_per_event"):
+            per = sorted(r.extra["cpu_ms_per_event"].items(), key=lambda kv: -kv[1])
+            lines.append(f"{'':<14}CPU per event delivered (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in per))
+        if r.extra.get("idle_cpu_pct") and r.name == "e2e max":
+            idle = sorted(r.extra["idle_cpu_pct"].items(), key=lambda kv: -kv[1])
+            lines.append(
+                f"{'':<14}CPU idle, before the runs (of one core): " + ", ".join(f"{k} {v:.0f}%" for k, v in idle)
+            )
+    return "\n".join(lines)
+
+
+E2E_RATE_TARGET = 2000.0  # events/s sustained, HTTP accept → webhook receipt
+E2E_P99_TARGET_MS = 300.0  # at 500 events/s
+
+
+def e2e_verdict(rows: list[Row], plan: Plan) -> str:
+    """The end-to-end figures against the operations targets, one line each (empty without e2e rows)."""
+    lines = []
+    tops = [r for r in rows if r.name.startswith("e2e max") and r.in_rate]
+    if tops:
+        best = max(tops, key=lambda r: r.in_rate or 0.0)
+        met = "met" if (best.in_rate or 0.0) >= E2E_RATE_TARGET else "NOT met"
+        lines.append(
+            f"target sustained ≥ {E2E_RATE_TARGET:,.0f} events/s: {met} (best {best.in_rate:,.0f}/s, {best.name}; "
+            f"{best.extra.get('received', 0):,} received in {best.extra.get('window_s', 0.0):,.1f} s)"
+        )
+    fixed = next((r for r in rows if r.name == f"e2e @{plan.latency_rate:g}/s"), None)
+    if fixed is not None and "p99_ms" in fixed.extra:
+        offered = fixed.extra["achieved_rate"] >= 0.95 * plan.latency_rate
+        ok = offered and fixed.extra["p99_ms"] <= E2E_P99_TARGET_MS and fixed.extra["received"] == fixed.extra["sent"]
+        lines.append(
+            f"target p99 ≤ {E2E_P99_TARGET_MS:,.0f} ms at {plan.latency_rate:g}/s: {'met' if ok else 'NOT met'} "
+            f"(p50 {fixed.extra['p50_ms']:,.0f} ms, p99 {fixed.extra['p99_ms']:,.0f} ms, 202 → first webhook; "
+            f"POSTs at {fixed.extra['achieved_rate']:,.0f}/s{'' if offered else ', offered rate not reached'})"
+        )
+    if lines:
+        lines.insert(0, f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     return "\n".join(lines)
 
 
@@ -166,6 +205,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         latency_rate=args.rate,
         latency_seconds=args.seconds or (4.0 if quick else 10.0),
         half_max_latency=not args.no_half_max,
+        e2e_batch=args.e2e_batch,
         startup_timeout_s=60.0,
         stall_timeout_s=10.0 if quick else 15.0,
     )
@@ -179,6 +219,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline-events", type=int, default=None, help="Baseline messages (30000, quick 10000).")
     p.add_argument("--e2e-events", type=int, default=None, help="Work orders for the max-rate run (= --events).")
     p.add_argument("--concurrency", type=int, default=64, help="HTTP requests in flight for the max-rate run.")
+    p.add_argument(
+        "--e2e-batch",
+        type=int,
+        default=100,
+        help="Also run e2e max through the batch route with this many orders per POST (0 or 1: skip).",
+    )
     p.add_argument("--rate", type=float, default=500.0, help="Work orders per second for the latency run.")
     p.add_argument("--seconds", type=float, default=None, help="Length of the latency run (10, quick 4).")
     p.add_argument("--no-half-max", action="store_true", help="Skip the latency run at half the max rate.")
@@ -197,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     plan = make_plan(args)
+    load_at_start = os.getloadavg()
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
 
     def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
@@ -227,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap,
             workdir,
         )
-        rows = asyncio.run(run_all(bench, parts))
+        # The bench's own loop (baseline, load, readers) is the services' loop: uvloop unless GRIDHUB_EVENT_LOOP says.
+        rows = run_on_loop(run_all(bench, parts), CommonSettings())
         if external:
             with contextlib.suppress(Exception):
                 asyncio.run(delete_topics_with_prefix(bootstrap, bench.prefix_root))
@@ -235,9 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.monotonic() - started
         print(
             f"\nGridHub bench  run {bench.run_id}  broker {'external' if external else 'embedded Tansu'} "
-            f"{bootstrap}  cpus {os.cpu_count()}  {elapsed:.0f} s\n"
+            f"{bootstrap}  cpus {os.cpu_count()}  {elapsed:.0f} s  "
+            f"load average at start {load_at_start[0]:.2f}, at end {os.getloadavg()[0]:.2f}\n"
         )
         print(format_table(rows, base))
+        verdict = e2e_verdict(rows, plan)
+        if verdict:
+            print(verdict)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             payload = {

@@ -35,13 +35,14 @@ app.add_typer(report_app, name="report")
 
 
 class Service(StrEnum):
-    """The five services."""
+    """The five services, and the ops console (the page `gridhub up` serves in place of Grafana)."""
 
     adapters = "adapters"
     intake = "intake"
     router = "router"
     sla = "sla"
     notifier = "notifier"
+    console = "console"
 
 
 ENTRY_MODULES = {
@@ -50,6 +51,7 @@ ENTRY_MODULES = {
     Service.router: "services.router.worker",
     Service.sla: "services.sla.worker",
     Service.notifier: "services.notifier.worker",
+    Service.console: "services.console.api",
 }
 
 

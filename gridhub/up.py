@@ -16,7 +16,17 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("intake", "router", "sla", "notifier", "adapters")
-PORTS = {"adapters": 8000, "intake": 8101, "router": 8102, "sla": 8103, "notifier": 8104, "receiver": 8200}
+# The ops page (services/console): started once the five are ready; the hub runs on without it if it fails.
+CONSOLE = "console"
+PORTS = {
+    "adapters": 8000,
+    "intake": 8101,
+    "router": 8102,
+    "sla": 8103,
+    "notifier": 8104,
+    CONSOLE: 8105,
+    "receiver": 8200,
+}
 
 
 @dataclass
@@ -108,13 +118,22 @@ EXAMPLE_ORDER = (
 )
 
 
-def print_banner(log_dir: Path, bootstrap: str, p: dict[str, int]) -> None:
+def console_env(ports: dict[str, int]) -> dict[str, str]:
+    """The console's port and where it finds the five services."""
+    env = {f"GRIDHUB_{CONSOLE.upper()}_{name.upper()}_URL": f"http://127.0.0.1:{ports[name]}" for name in SERVICES}
+    env[f"GRIDHUB_{CONSOLE.upper()}_PORT"] = str(ports[CONSOLE])
+    return env
+
+
+def print_banner(log_dir: Path, bootstrap: str, p: dict[str, int], console_up: bool = True) -> None:
     """Where to look once the hub is up."""
     metrics = " ".join(f":{p[name]}" for name in ("intake", "router", "sla", "notifier"))
+    ops = f"http://127.0.0.1:{p[CONSOLE]}/ops" if console_up else f"(not running; see {log_dir / 'console.log'})"
     print(
         f"""
 GridHub is up (Kafka at {bootstrap}). Ctrl-C stops everything.
 
+  Operations page       {ops}
   API docs (adapters)   http://127.0.0.1:{p["adapters"]}/docs
   Post a work order     curl -s -X POST http://127.0.0.1:{p["adapters"]}/v1/12345/work-orders \\
                           -H 'X-Api-Key: dev-12345-key' -H 'content-type: application/json' \\
@@ -128,8 +147,20 @@ GridHub is up (Kafka at {bootstrap}). Ctrl-C stops everything.
     )
 
 
+def start_console(sup: Supervisor, env: dict[str, str], port: int, timeout_s: float) -> bool:
+    """Start the ops page and wait for it; False (and a warning) when it does not come up (its port taken, say)."""
+    sup.spawn(CONSOLE, command("serve", CONSOLE), env)
+    try:
+        sup.wait_ready({CONSOLE: f"http://127.0.0.1:{port}/readyz"}, timeout_s)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"the operations page did not start ({exc}); the hub runs without it", file=sys.stderr)
+        return False
+    return True
+
+
 def run_up(rate: float, simulate: bool, data_dir: Path, ready_timeout_s: float = 60.0) -> int:
-    """Run broker (unless KAFKA_BOOTSTRAP), topics, five services, receiver and simulator until Ctrl-C."""
+    """Run broker (unless KAFKA_BOOTSTRAP), topics, five services, the ops page, receiver and simulator until
+    Ctrl-C."""
     from gridhub.broker import EmbeddedBroker
 
     log_dir = data_dir / "logs"
@@ -148,6 +179,7 @@ def run_up(rate: float, simulate: bool, data_dir: Path, ready_timeout_s: float =
     adapters_url = f"http://127.0.0.1:{ports['adapters']}"
     env = service_env(base, bootstrap, idempotence, data_dir, receiver_url, adapters_url)
     env.update({f"GRIDHUB_{name.upper()}_PORT": str(ports[name]) for name in SERVICES})
+    env.update(console_env(ports))
     sup = Supervisor(log_dir)
     stopping = False
 
@@ -180,14 +212,21 @@ def run_up(rate: float, simulate: bool, data_dir: Path, ready_timeout_s: float =
         for name in SERVICES:
             sup.spawn(name, command("serve", name), env)
         sup.wait_ready({name: f"http://127.0.0.1:{ports[name]}/readyz" for name in SERVICES}, ready_timeout_s)
+        console_up = start_console(sup, env, ports[CONSOLE], ready_timeout_s)
         if simulate:
             sup.spawn("simulator", command("demo", "simulate", "--rate", str(rate), "--url", adapters_url), env)
-        print_banner(log_dir, bootstrap, ports)
+        print_banner(log_dir, bootstrap, ports, console_up)
         while not stopping:
             for name, proc in sup.procs.items():
-                if proc.poll() is not None and name != "simulator":
-                    print(f"{name} exited with {proc.returncode}; see {log_dir / (name + '.log')}", file=sys.stderr)
-                    return 1
+                if proc.poll() is None or name == "simulator":
+                    continue
+                if name == CONSOLE:  # the page is a convenience: the hub carries on without it
+                    if console_up:
+                        print(f"the operations page exited; see {log_dir / 'console.log'}", file=sys.stderr)
+                        console_up = False
+                    continue
+                print(f"{name} exited with {proc.returncode}; see {log_dir / (name + '.log')}", file=sys.stderr)
+                return 1
             time.sleep(0.5)
         return 0
     except KeyboardInterrupt:

@@ -69,7 +69,9 @@ class RoutingDecision(BaseModel):
     matter_name: str | None
     rule: str = Field(
         description="Which rule decided: explicit-category, channel-category, channel-candidates (a coarse "
-        "channel category narrowed by the words), keywords, triage."
+        "channel category narrowed by the words), keywords, tie-similarity (an exact tie of two units' words "
+        "settled by similarity to the list's own text), text-similarity (no word of the list, the text close to "
+        "one matter's), triage."
     )
     confidence: float = Field(ge=0, le=1)
     reason: str = Field(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,12 +21,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import IllegalStateError
 from prometheus_client import CollectorRegistry
 
 from gridhub.kernel.batchout import KafkaDeadLetters, Outgoing, OutputWriter, settle
 from gridhub.kernel.errors import PermanentError
+from gridhub.kernel.health import CONTACT_WINDOW_S, Contact
 from gridhub.kernel.kafka import make_consumer, make_producer
-from gridhub.kernel.metrics import ServiceMetrics
+from gridhub.kernel.metrics import ConsumerMetrics, ServiceMetrics, catalogue_name
 from gridhub.kernel.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ class Flight:
     sending: asyncio.Task[list[asyncio.Future[Any]]] | None = None  # hands the outputs over; returns their acks
     later: list[Outgoing] = field(default_factory=list)
     submitted: bool = False
+    sealed_at: float = 0.0  # monotonic time the handler finished the batch (for the commit latency histogram)
 
 
 def flight_of(batch: Batch) -> Flight:
@@ -150,6 +154,7 @@ class BatchLoop:
         dead_letters: KafkaDeadLetters | None = None,
         max_in_flight: int = 8,
         yield_every: int = 50,
+        lag_every_s: float = 5.0,
     ) -> None:
         self.common = common
         self.service = service
@@ -162,6 +167,13 @@ class BatchLoop:
         self.retries = ServiceMetrics(service, registry).counter(
             "batch_retries", "Batches rolled back after a passing fault, to be read again."
         )
+        self.lag_every_s = lag_every_s
+        self.metrics = ConsumerMetrics(
+            service, registry, self.group, {t: catalogue_name(t, common.topic_prefix) for t in self.topics}
+        )
+        self._lag_task: asyncio.Task[None] | None = None
+        # When the broker last answered this member: an assignment, a commit, the lag's end offsets.
+        self.contact = Contact(max(CONTACT_WINDOW_S, 3 * lag_every_s))
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._queue: deque[Flight] = deque()
@@ -176,8 +188,18 @@ class BatchLoop:
         self._committing: Flight | None = None
 
     def ready(self) -> bool:
-        """True when partitions are assigned and restored."""
-        return bool(self.consumer is not None and self.consumer.assignment() and not self._to_restore)
+        """True when connected to the broker, partitions are assigned and restored, and no stop was asked for."""
+        return bool(
+            self.consumer is not None
+            and self.consumer.assignment()
+            and not self._to_restore
+            and not self._stopping.is_set()
+            and self.connected()
+        )
+
+    def connected(self) -> bool:
+        """True when the broker answered this member lately: an assignment, a commit or the lag's end offsets."""
+        return self.contact.recent()
 
     async def start(self) -> None:
         """Connect the producer and the consumer and join the group (partitions arrive through the listener)."""
@@ -196,6 +218,7 @@ class BatchLoop:
         self._writer = OutputWriter(self.producer)
         self._late_writer = OutputWriter(self.producer)
         self._committer = asyncio.create_task(self._commit_loop(), name=f"{self.service}-committer")
+        self._lag_task = asyncio.create_task(self._lag_loop(), name=f"{self.service}-lag")
 
     def stop(self) -> None:
         """Ask run() to return after the batch in hand."""
@@ -232,6 +255,9 @@ class BatchLoop:
             if self._queue:
                 await asyncio.wait_for(self._discard_in_flight(), timeout_s)
         finally:
+            if self._lag_task is not None:
+                self._lag_task.cancel()
+                await asyncio.gather(self._lag_task, return_exceptions=True)
             if self._committer is not None:
                 self._committer.cancel()
                 await asyncio.gather(self._committer, return_exceptions=True)
@@ -242,6 +268,7 @@ class BatchLoop:
 
     async def _submit(self, batch: Batch) -> None:
         async with self._lock:
+            started = time.monotonic()
             flight = flight_of(batch)
             # Queued before processing, so a failure half-way rolls this batch back with the others.
             self._queue.append(flight)
@@ -250,7 +277,8 @@ class BatchLoop:
                 writer, later, process = self._writer, flight.later, self.handler.process
                 add, knows, dead_letters = writer.add, writer.knows, self.dead_letters
                 done = 0
-                for records in batch.values():
+                for tp, records in batch.items():
+                    self.metrics.counted(tp.topic, len(records))
                     for record in records:
                         try:
                             outputs = process(record)
@@ -270,6 +298,8 @@ class BatchLoop:
                             await asyncio.sleep(0)
                 flight.sending = self._writer.flush()
                 self.handler.sealed()
+                flight.sealed_at = time.monotonic()
+                self.metrics.batch_processing.observe(flight.sealed_at - started)
                 flight.submitted = True
             except Exception as exc:
                 self._fail(exc)
@@ -308,6 +338,8 @@ class BatchLoop:
                 self._queue.popleft()
                 self.handler.committed()
                 self._failures = 0
+                self.contact.seen()
+                self.metrics.batch_commit.observe(time.monotonic() - flight.sealed_at)
             async with self._cond:
                 self._committing = None
                 self._cond.notify_all()
@@ -372,9 +404,39 @@ class BatchLoop:
         self.consumer.resume(*partitions)
         log.info("partitions restored", extra={"partitions": len(partitions)})
 
+    async def _lag_loop(self) -> None:
+        """Measure the consumer lag every lag_every_s, from the start; a failed measurement is logged, not fatal."""
+        while True:
+            try:
+                await asyncio.wait_for(self.measure_lag(), max(1.0, self.lag_every_s))
+            except Exception as exc:  # a slow or unreachable broker: the gauge keeps its last value
+                log.debug("measuring consumer lag failed: %r", exc)
+            await asyncio.sleep(self.lag_every_s)
+
+    async def measure_lag(self) -> None:
+        """Set the lag gauges: per topic, the end offsets minus this member's positions over its partitions."""
+        assert self.consumer is not None
+        assigned = sorted(self.consumer.assignment())
+        self.metrics.set_assigned(len(assigned))
+        ends: dict[TopicPartition, int] = {}
+        if assigned:
+            ends = await self.consumer.end_offsets(assigned)
+            self.contact.seen()
+        positions = dict(await asyncio.gather(*(self._position(tp) for tp in assigned)))
+        self.metrics.set_lag(ends, {tp: offset for tp, offset in positions.items() if offset is not None})
+
+    async def _position(self, tp: TopicPartition) -> tuple[TopicPartition, int | None]:
+        """A partition's position, or None when it has none yet (just assigned, being reset): not waited for."""
+        assert self.consumer is not None
+        with contextlib.suppress(TimeoutError, IllegalStateError):
+            return tp, int(await asyncio.wait_for(self.consumer.position(tp), 0.2))
+        return tp, None
+
     def _on_assigned(self, assigned: frozenset[TopicPartition]) -> None:
         assert self.consumer is not None
         self._generation += 1
+        self.contact.seen()
+        self.metrics.set_assigned(len(self.consumer.assignment()))
         if assigned:
             self.consumer.pause(*assigned)
             self._to_restore |= assigned

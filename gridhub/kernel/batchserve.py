@@ -21,6 +21,7 @@ from gridhub.kernel.batchout import KafkaDeadLetters
 from gridhub.kernel.health import Health
 from gridhub.kernel.http import install_problem_handlers, ops_router
 from gridhub.kernel.logging import configure_logging
+from gridhub.kernel.runtime import run
 from gridhub.kernel.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class BatchService:
     def run(self) -> None:
         """Run in the foreground until SIGINT/SIGTERM (`gridhub serve <service>`)."""
         configure_logging(self.service, self.common.log_level, self.common.log_json)
-        asyncio.run(self.serve(freeze_gc=True))
+        run(self.serve(freeze_gc=True), self.common)
 
 
 def batch_service(

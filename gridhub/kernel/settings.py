@@ -51,6 +51,9 @@ class CommonSettings(BaseSettings):
     data_dir: Path = Field(Path("var"), description="Where services keep local state (tables, attachments).")
     log_level: str = "INFO"
     log_json: bool = True
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="Event loop of every service process: uvloop (libuv, the default) or asyncio's own."
+    )
 
     @property
     def session_timeout_s(self) -> float:

@@ -1,5 +1,7 @@
 """The adapters' HTTP API: 12345 work orders in, unit task updates in; each published raw to Kafka."""
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -15,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from gridhub import __version__
-from gridhub.kernel.health import Health
+from gridhub.kernel.health import Contact, Health, probe_every
 from gridhub.kernel.http import install_problem_handlers, install_problem_openapi, ops_router, problem
 from gridhub.kernel.kafka import make_producer
 from gridhub.kernel.metrics import ServiceMetrics
@@ -43,6 +45,7 @@ from services.adapters.index_follower import (
 )
 from services.adapters.open311 import open311_router
 from services.adapters.photos_api import photo_router
+from services.adapters.raw_tail import RawTail
 from services.adapters.report_index import InFlight, ReportIndex
 from services.adapters.request_feed import RequestFeed
 from services.adapters.request_view import RequestView
@@ -89,11 +92,18 @@ class AdapterMetrics:
         self.publish = m.histogram("publish", "Time to get the broker's ack for one record.")
 
 
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_api(
     settings: AdaptersSettings,
     registry: CollectorRegistry,
     publisher_factory: Callable[[], Awaitable[Publisher]] | None = None,
     follow_index: bool | None = None,
+    contact: Contact | None = None,
 ) -> FastAPI:
     """The adapters FastAPI app; the producer and (with a real one, by default) the index follower start with it."""
     common = settings.common
@@ -106,10 +116,15 @@ def create_api(
     in_flight: InFlight[Submitted | Response] = InFlight()
     requests_view = RequestView()  # Open311 status, fed by a RequestFeed when following the bus
 
+    # Ready means the broker answers now, not that the producer started once: an ack or a metadata probe marks it.
+    contact = contact or Contact()
+
     async def default_publisher() -> Publisher:
         producer = make_producer(common)
         await producer.start()
+        contact.seen()
         state["stop"] = producer.stop
+        state["probe"] = producer.client.fetch_all_metadata
         return producer  # type: ignore[no-any-return]
 
     @asynccontextmanager
@@ -120,6 +135,12 @@ def create_api(
             state["publisher"] = await (publisher_factory or default_publisher)()
             if "stop" in state:
                 stack.push_async_callback(state["stop"])
+            if "probe" in state:
+                every_s = min(10.0, contact.window_s / 3)
+                probing = asyncio.create_task(
+                    probe_every(state["probe"], contact, every_s=every_s), name="adapters-broker-probe"
+                )
+                stack.push_async_callback(_cancelled, probing)
             index = open_report_index(settings, common.data_dir / SERVICE if following else None)
             stack.callback(index.close)
             state["index"] = index
@@ -129,17 +150,24 @@ def create_api(
                 timeout_s = settings.index_ready_timeout_s
                 state["follower"] = report_index_follower(common, index, index_metrics, ready_timeout_s=timeout_s)
                 state["owners"] = task_owner_follower(common, index.owners, index_metrics, ready_timeout_s=timeout_s)
-                components += [state["follower"], state["owners"], RequestFeed(common, requests_view)]
+                state["raw_tail"] = RawTail(common, index, timeout_s=timeout_s)
+                components += [
+                    state["follower"],
+                    state["owners"],
+                    RequestFeed(common, requests_view),
+                    state["raw_tail"],
+                ]
             # Another channel's background consumer is appended here.
             for component in components:
                 await component.start()
                 stack.push_async_callback(component.stop)
             yield
 
-    health.add("kafka-producer", lambda: "publisher" in state)
+    health.add("kafka-producer", lambda: "publisher" in state and (contact.recent() or "probe" not in state))
     if following:
         health.add("report-index", lambda: state["follower"].ready)
         health.add("task-owners", lambda: state["owners"].ready)
+        health.add("recent-acceptances", lambda: state["raw_tail"].ready())
     app = FastAPI(
         title="GridHub adapters",
         version=__version__,
@@ -161,6 +189,7 @@ def create_api(
         except KafkaError as exc:
             log.error("publish failed", extra={"topic": topic, "error": repr(exc)})
             return unavailable()
+        contact.seen()
         metrics.publish.observe(time.perf_counter() - started)
         return None
 
@@ -197,6 +226,11 @@ def create_api(
         channel: Channel, source_id: str, payload: dict[str, Any], *, content_type: str = "application/json"
     ) -> Submitted | Response:
         index: ReportIndex = state["index"]
+        if following and not (state["follower"].ready and state["raw_tail"].ready()):
+            # Until the replica knows what was accepted before it started, a repeat could get a second event id:
+            # the source retries shortly (a load balancer sends nothing here before /readyz answers 200 anyway).
+            metrics.reports.labels(channel.value, "unavailable").inc()
+            return problem(503, "本服务实例正在载入已受理的报告，请稍后重试。", headers={"Retry-After": "1"})
         key = f"{channel.value}:{source_id}"  # ReportReceived.dedupe_key, the raw topics' and the index's key
         known = index.lookup(key, time.monotonic())
         if known is not None:
@@ -340,4 +374,11 @@ def main() -> None:
     settings = AdaptersSettings()
     configure_logging(SERVICE, settings.common.log_level, settings.common.log_json)
     app = create_api(settings, CollectorRegistry())
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        loop=settings.common.event_loop,
+    )

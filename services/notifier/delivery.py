@@ -1,4 +1,5 @@
-"""Deliver one signed payload to one URL with retries; the HTTP session is handed in."""
+"""One attempt through the engine's lean client (`post_attempt`); and `deliver`, one signed payload to one URL with
+retries over an aiohttp session (handed in), for callers outside the engine."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 
+from services.notifier.http_wire import Answer
 from services.notifier.retry import AttemptResult, next_delay, parse_retry_after
 from services.notifier.signing import headers
 
@@ -82,3 +85,33 @@ async def deliver(
         if delay is None:
             return DeliveryReport(False, len(statuses), result, None, tuple(statuses))
         await sleep(delay)
+
+
+class Poster(Protocol):
+    """What the engine sends attempts through (`http_client.HttpClient`)."""
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        """POST once; the answer, whatever its status (raises OSError or TimeoutError without one)."""
+        ...
+
+    async def close(self) -> None:
+        """Close idle connections."""
+        ...
+
+
+async def post_attempt(
+    client: Poster, url: str, body: bytes, hdrs: dict[str, str]
+) -> tuple[AttemptResult, float, bytes]:
+    """POST once through the lean client; keep the (capped) answer body; never raises for HTTP or network failures."""
+    started = time.perf_counter()
+    try:
+        answer = await client.post(url, body, hdrs)
+    except (OSError, TimeoutError) as exc:  # HttpFailure, OutboundRefused: no answer, retried on the schedule
+        failure = f"{type(exc).__name__}: {exc}"[:ERROR_EXCERPT_CHARS]
+        return AttemptResult(status=None, error=failure), time.perf_counter() - started, b""
+    elapsed = time.perf_counter() - started
+    status = answer.status
+    # 4 bytes per character at most in UTF-8: enough bytes for the excerpt, without decoding a long answer whole.
+    head = answer.body[: ERROR_EXCERPT_CHARS * 4]
+    error = None if 200 <= status < 300 else head.decode("utf-8", "replace")[:ERROR_EXCERPT_CHARS]
+    return AttemptResult(status, error, parse_retry_after(answer.retry_after)), elapsed, answer.body

@@ -8,6 +8,7 @@ then `GRIDHUB_NOTIFIER_DEFAULT_WEBHOOK`): a generic webhook for every notificati
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -118,8 +119,10 @@ def unseal(record: EndpointSaved, sealer: Sealer) -> Endpoint:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def configured_endpoint(unit_code: str, url: str, secret: str, *, default: bool) -> Endpoint:
-    """The endpoint the settings give a unit (its own webhook, or the default one)."""
+    """The endpoint the settings give a unit (its own webhook, or the default one); cached (frozen, asked for every
+    message of a unit without its own endpoint)."""
     return Endpoint(
         endpoint_id=f"{SETTINGS_ID_PREFIX}{'default' if default else unit_code}",
         unit_code=unit_code,

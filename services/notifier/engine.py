@@ -1,5 +1,8 @@
 """The delivery engine: takes due deliveries from the scheduler, POSTs them signed, records every attempt.
 
+POSTs go through `http_client.HttpClient` (keep-alive pools, the outbound policy, no redirects), signed with keys
+set up once per secret (`signing.signed_headers`); the body is the record's own bytes, the same on every attempt.
+
 Runs beside the batch loop (a Component). Each attempt's result goes three ways: the scheduler (retry later, or
 the chain moves on), the outbox (the job's state and the attempt, written in batches every `record_every_ms`), and
 `deliveries.results` (a `DeliveryRecorded` per attempt). An exhausted delivery also goes to `events.deadletter`;
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections import defaultdict
@@ -21,20 +23,22 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 from prometheus_client import CollectorRegistry
 
-from gridhub.kernel.batchout import partition_for
 from gridhub.kernel.deadletter import dead_letter
 from gridhub.kernel.metrics import ServiceMetrics
 from gridhub.kernel.settings import CommonSettings
 from schemas import DeliveryOutcome, DeliveryRecorded
-from services.notifier.delivery import ERROR_EXCERPT_CHARS, attempt_with_answer, new_session
+from schemas.base import new_id
+from services.notifier.delivery import ERROR_EXCERPT_CHARS, Poster, post_attempt
+from services.notifier.http_client import HttpClient
 from services.notifier.outbox import Attempt, Job, JobUpdate, Outbox, now_ms
+from services.notifier.results import ResultsProducer
 from services.notifier.retry import AttemptResult, Verdict, verdict
 from services.notifier.scheduler import Scheduler
-from services.notifier.signing import secret_bytes, sign
+from services.notifier.signing import signed_headers
 from services.notifier.targets import Targets
+from services.notifier.wake import Wake
 
 SERVICE = "notifier"
 log = logging.getLogger(__name__)
@@ -42,6 +46,16 @@ log = logging.getLogger(__name__)
 Render = Callable[[Job], tuple[str, bytes, dict[str, str]]]
 Accept = Callable[[Job, int, bytes], tuple[bool, bool, str | None]]
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+# A job's state after an attempt → the outcome its record carries.
+OUTCOMES = {
+    "pending": DeliveryOutcome.RETRYING,
+    "delivered": DeliveryOutcome.DELIVERED,
+    "exhausted": DeliveryOutcome.EXHAUSTED,
+    "gone": DeliveryOutcome.GONE,
+    "disabled": DeliveryOutcome.ENDPOINT_DISABLED,
+}
 
 
 class NotifierMetrics:
@@ -60,22 +74,6 @@ class NotifierMetrics:
 def status_class(status: int | None) -> str:
     """2xx, 4xx, 5xx ... or error (no HTTP answer): a bounded label."""
     return f"{status // 100}xx" if status else "error"
-
-
-@functools.lru_cache(maxsize=1024)
-def _keys(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
-    return tuple(secret_bytes(secret) for secret in secrets)
-
-
-def signed_headers(secrets: tuple[str, ...], webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """Standard Webhooks headers; during a rotation both secrets sign (space-separated signatures)."""
-    keys = _keys(secrets)
-    return {
-        "webhook-id": webhook_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": " ".join(sign(key, webhook_id, timestamp, body) for key in keys),
-        "content-type": "application/json; charset=utf-8",
-    }
 
 
 class DeliveryEngine:
@@ -97,7 +95,7 @@ class DeliveryEngine:
         disable_after_s: float,
         record_every_ms: int,
         secrets_of: Callable[[Job], tuple[str, ...]],
-        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+        client_factory: Callable[[], Poster] | None = None,
         render: Render | None = None,
         accept: Accept | None = None,
     ) -> None:
@@ -116,11 +114,15 @@ class DeliveryEngine:
         self.secrets_of = secrets_of
         self.render = render
         self.accept = accept
-        self.session_factory = session_factory or (lambda: new_session(concurrency, timeout_s))
+        # Without a factory: no outbound policy (tests, the demo); the service hands in one with its policy.
+        self.client_factory = client_factory or (
+            lambda: HttpClient(policy=None, timeout_s=timeout_s, max_idle_per_origin=concurrency)
+        )
         self.results_topic = common.topic("deliveries.results")
         self.deadletter_topic = common.topic("events.deadletter")
-        self.wake = asyncio.Event()
-        self._session: aiohttp.ClientSession | None = None
+        self.wake = Wake()
+        self._client: Poster | None = None
+        self.results = ResultsProducer(producer)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._recorder: asyncio.Task[None] | None = None
@@ -129,7 +131,6 @@ class DeliveryEngine:
         self._failing_since: dict[str, int] = {}
         self._attempt_counters: dict[str, Any] = {}
         self._next_figures = 0.0
-        self._partitions: dict[str, list[int]] = {}
         self._outcome_counters: dict[str, Any] = {}
 
     def _attempt_counter(self, label: str) -> Any:
@@ -148,7 +149,7 @@ class DeliveryEngine:
 
     async def start(self) -> None:
         """Start the attempt loop and the recorder."""
-        self._session = self.session_factory()
+        self._client = self.client_factory()
         self._runner = asyncio.create_task(self._run(), name="notifier-engine")
         self._recorder = asyncio.create_task(self._record_loop(), name="notifier-recorder")
 
@@ -162,8 +163,9 @@ class DeliveryEngine:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.timeout_s)
         self.flush()
-        if self._session is not None:
-            await self._session.close()
+        await self.results.drain(self.timeout_s)
+        if self._client is not None:
+            await self._client.close()
 
     # --- loop ------------------------------------------------------------------------------------
 
@@ -182,8 +184,7 @@ class DeliveryEngine:
             wait_s = 1.0 if next_ms is None else min(1.0, max(0.001, (next_ms - now_ms()) / 1000))
             if scheduler.has_ready() and len(self._tasks) < self.concurrency:
                 wait_s = 0.001
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), wait_s)
+            await self.wake.wait(wait_s)
 
     async def _record_loop(self) -> None:
         while True:
@@ -192,6 +193,7 @@ class DeliveryEngine:
                 self.flush()
             except Exception:
                 log.exception("writing attempts to the outbox failed; will retry")
+            self.results.hand_over()
             if time.monotonic() >= self._next_figures:
                 self._next_figures = time.monotonic() + 1.0
                 self._figures()
@@ -223,7 +225,7 @@ class DeliveryEngine:
             self.wake.set()
 
     async def _attempt_once(self, job: Job) -> None:
-        assert self._session is not None
+        assert self._client is not None
         started_ms = now_ms()
         if not self.targets.is_enabled(job.endpoint_id):
             self._finish(job, "disabled", AttemptResult(None, "endpoint disabled"), None, started_ms, None)
@@ -242,7 +244,7 @@ class DeliveryEngine:
         except ValueError as exc:  # no secret, an endpoint gone from the registry: nothing to send
             self._finish(job, "exhausted", AttemptResult(None, f"无法生成请求：{exc}"), None, started_ms, None)
             return
-        result, elapsed, answer = await attempt_with_answer(self._session, url, body, hdrs)
+        result, elapsed, answer = await post_attempt(self._client, url, body, hdrs)
         final: Verdict | None = None
         status = result.status
         if robot and self.accept is not None and status is not None:
@@ -297,13 +299,7 @@ class DeliveryEngine:
         excerpt = result.error[:ERROR_EXCERPT_CHARS] if result.error else None
         job.attempts, job.last_status, job.last_error, job.state = attempts, result.status, excerpt, state
         self.scheduler.finished(job, next_at, now_ms=now, slow_until_ms=slow_until, not_before_ms=pause_until)
-        outcome = {
-            "pending": DeliveryOutcome.RETRYING,
-            "delivered": DeliveryOutcome.DELIVERED,
-            "exhausted": DeliveryOutcome.EXHAUSTED,
-            "gone": DeliveryOutcome.GONE,
-            "disabled": DeliveryOutcome.ENDPOINT_DISABLED,
-        }[state]
+        outcome = OUTCOMES[state]
         self._updates[job.partition].append(
             JobUpdate(job.delivery_id, state, attempts, next_at or 0, result.status, excerpt, now)
         )
@@ -313,7 +309,11 @@ class DeliveryEngine:
             )
         self._outcome_counter(outcome.value).inc()
         # Built without validation: every field comes from our own typed values (a third of an attempt's CPU else).
+        # Every field given, defaults too: model_construct looks at each default's factory (inspect.signature)
+        # otherwise, which cost more than the rest of the record.
         record = DeliveryRecorded.model_construct(
+            schema_version=1,
+            message_id=new_id(),
             causation_id=job.causation_id,
             webhook_id=job.webhook_id,
             subject_id=job.subject_id,
@@ -330,6 +330,7 @@ class DeliveryEngine:
             task_id=job.task_id,
             attempt_latency_ms=latency_ms,
             next_attempt_at=datetime.fromtimestamp(next_at / 1000, UTC) if next_at else None,
+            alert=None,
         )
         self._produce(self.results_topic, record.to_bytes(), job.task_id.encode())
         if state in ("exhausted", "gone", "disabled"):
@@ -375,25 +376,5 @@ class DeliveryEngine:
         self._produce(self.results_topic, record.to_bytes(), job.task_id.encode())
 
     def _produce(self, topic: str, value: bytes, key: bytes) -> None:
-        producer = self.producer()
-        if producer is None:
-            return
-        partitions = self._partitions.get(topic)
-        if partitions is None:
-            cluster = getattr(getattr(producer, "client", None), "cluster", None)
-            known = cluster.partitions_for_topic(topic) if cluster is not None else None
-            partitions = sorted(known) if known else []
-            if partitions:  # not known yet: aiokafka's partitioner this time, looked up again next time
-                self._partitions[topic] = partitions
-        # Kafka's partitioner, the kernel's faster murmur2 (aiokafka's pure-Python one costs ~25 µs a record).
-        partition = partition_for(key, partitions) if partitions else None
-        task = asyncio.ensure_future(producer.send(topic, value, key=key, partition=partition))
-        task.add_done_callback(_log_failure)
-
-
-def _log_failure(future: asyncio.Future[Any]) -> None:
-    if future.cancelled():
-        return
-    exc = future.exception()
-    if exc is not None:
-        log.warning("could not produce a delivery record", extra={"error": repr(exc)})
+        # Produced by the recorder with the outbox writes (every record_every_ms): one task per round, not per record.
+        self.results.add(topic, value, key)

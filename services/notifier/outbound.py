@@ -1,14 +1,14 @@
 """Where the notifier may connect: no loopback, link-local, private, multicast or reserved targets unless allowlisted.
 
 A unit registers its own URL, so the hub must not become a way into the county's internal network (SSRF). Three
-rules, all enforced in the HTTP connector the delivery engine uses (`safe_session`):
+rules, all enforced by the delivery engine's HTTP client (`http_client.HttpClient`, given `OutboundPolicy`):
 
 * every address a host resolves to must be public (`is_global`, not multicast), IPv4 inside IPv6 (IPv4-mapped
   ``::ffff:a.b.c.d``, 6to4, NAT64 ``64:ff9b::/96``) judged by its IPv4 address, unless the allowlist
   (`GRIDHUB_NOTIFIER_OUTBOUND_ALLOWLIST`: CIDRs or host:port) names it; one bad address refuses the host;
-* resolve then connect: `SafeConnector` checks the very addresses its resolver returned and connects to those (the
-  URL's host stays the Host header and the TLS SNI), so a DNS answer cannot change between check and connect;
-* no redirects: a 3xx is a failed attempt (`channels.accepted`), and a redirect followed by mistake raises.
+* resolve then connect: the client checks the very addresses it resolved and connects to those (the URL's host
+  stays the Host header and the TLS SNI), so a DNS answer cannot change between check and connect;
+* no redirects: the client never follows one; a 3xx is a failed attempt (`channels.accepted`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.tracing import Trace
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 if TYPE_CHECKING:
@@ -35,15 +34,10 @@ SCHEMES = ("http", "https")
 
 
 class OutboundRefused(OSError):
-    """A target the outbound policy refuses (raised inside the connector: the attempt fails, nothing is sent)."""
+    """A target the outbound policy refuses (before connecting: the attempt fails, nothing is sent)."""
 
     def __init__(self, reason: str) -> None:
-        # (errno, strerror): aiohttp's ClientConnectorError shows strerror in its message.
         super().__init__(errno.EACCES, reason)
-
-
-class RedirectRefused(aiohttp.ClientError):
-    """A redirect the session was about to follow."""
 
 
 def allow_entry(text: str) -> IPNetwork | tuple[str, int]:
@@ -187,56 +181,3 @@ async def check_url(url: str, policy: OutboundPolicy, resolver: AbstractResolver
         if (why := policy.refusal(answer["host"], port)) is not None:
             return f"{host} 解析为{why.removeprefix('地址 ')}"
     return None
-
-
-class SafeConnector(aiohttp.TCPConnector):
-    """A TCP connector that checks every address it resolved before it connects to exactly those addresses."""
-
-    def __init__(self, policy: OutboundPolicy, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.policy = policy
-
-    async def _resolve_host(self, host: str, port: int, traces: Sequence[Trace] | None = None) -> list[ResolveResult]:
-        # aiohttp connects to what this returns (never resolving again), with the URL's host as Host and SNI.
-        answers = await super()._resolve_host(host, port, traces=traces)
-        if self.policy.host_allowed(host, port):
-            return answers
-        for answer in answers:
-            if (why := self.policy.refusal(answer["host"], port)) is not None:
-                raise OutboundRefused(f"{host}:{port}: {why}")
-        return answers
-
-
-async def _no_redirects(
-    session: aiohttp.ClientSession, context: object, params: aiohttp.TraceRequestRedirectParams
-) -> None:
-    raise RedirectRefused(f"不跟随跳转：{params.method} {params.url} 答复 {params.response.status}")
-
-
-def safe_session(
-    settings: NotifierSettings,
-    *,
-    resolver: AbstractResolver | None = None,
-    policy: OutboundPolicy | None = None,
-    limit: int | None = None,
-) -> aiohttp.ClientSession:
-    """The delivery engine's HTTP session: outbound policy in the connector, no redirects, no proxies from the env.
-
-    Call inside the running event loop. Still pass `allow_redirects=False` on each request (a 3xx is then answered
-    to the caller; the trace hook only stops a redirect followed by mistake).
-    """
-    trace = aiohttp.TraceConfig()
-    trace.on_request_redirect.append(_no_redirects)
-    connector = SafeConnector(
-        policy if policy is not None else OutboundPolicy.from_settings(settings),
-        resolver=resolver,
-        limit=limit or settings.concurrency,
-        limit_per_host=limit or settings.concurrency,
-        ttl_dns_cache=60,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=settings.timeout_s),
-        trace_configs=[trace],
-        trust_env=False,
-    )

@@ -34,7 +34,10 @@ class NotifierSettings(BaseSettings):
         description="Waits before each retry after the first (immediate) attempt: 5 s, 5 min, 30 min, 2 h, 5 h, "
         "10 h, 10 h (Svix's schedule); Retry-After lengthens a wait, never shortens it.",
     )
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0, description="One attempt's time limit (connection, request and answer).")
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="Time limit of making a connection (TLS handshake included), within timeout_s."
+    )
     concurrency: int = Field(64, ge=1, le=1000, description="Deliveries in flight per worker.")
     endpoint_concurrency: int = Field(32, ge=1, le=1000, description="Attempts in flight per endpoint.")
     endpoint_rate_per_s: float = Field(1000.0, gt=0, description="Attempts per second per endpoint (token bucket).")
@@ -45,7 +48,22 @@ class NotifierSettings(BaseSettings):
     disable_after_s: float = Field(
         3 * 86400.0, gt=0, description="An endpoint failing every attempt for this long is disabled (with an alert)."
     )
-    record_every_ms: int = Field(20, ge=1, le=5000, description="Attempts are written to the outbox in batches.")
+    fetch_max_wait_ms: int = Field(
+        10,
+        ge=1,
+        le=5000,
+        description="Longest the notifier's input fetch waits for data; overrides GRIDHUB_KAFKA_FETCH_MAX_WAIT_MS for "
+        "it. Short: a broker answering a fetch only when its wait runs out (Tansu) holds each task that long before "
+        "its webhook (measured on Tansu: 100 ms gave ~33 ms p50 produce-to-consume, 5-10 ms gave 4-16 ms).",
+    )
+    record_every_ms: int = Field(
+        100,
+        ge=1,
+        le=5000,
+        description="Attempts are written to the outbox (one transaction per partition) and their records produced "
+        "in rounds this far apart: a crash repeats at most this much of attempts (same webhook-ids). At 20 ms, up to "
+        "300 commits/s with six partitions cost more than the rows they wrote.",
+    )
     api_keys: dict[str, str] = Field(
         default_factory=lambda: {"dev-dispatcher-key": "dispatcher", "dev-operator-key": "operator"},
         description="Bearer key -> who, for the deliveries query and replay API (dev keys refused in prod).",

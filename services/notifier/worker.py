@@ -60,7 +60,8 @@ from services.notifier.endpoint_follower import EndpointFollower
 from services.notifier.endpoints import notification_type, recipients, registry_from_settings, url_display
 from services.notifier.endpoints_api import endpoints_api
 from services.notifier.engine import DeliveryEngine, NotifierMetrics
-from services.notifier.outbound import safe_session
+from services.notifier.http_client import HttpClient
+from services.notifier.outbound import OutboundPolicy
 from services.notifier.outbox import FINAL_STATES, Job, Outbox, now_ms
 from services.notifier.scheduler import Limits, Scheduler
 from services.notifier.settings import NotifierSettings
@@ -453,7 +454,12 @@ def create_app(settings: NotifierSettings, registry: CollectorRegistry, targets:
         disable_after_s=settings.disable_after_s,
         record_every_ms=settings.record_every_ms,
         secrets_of=lambda job: chosen.secrets(job.endpoint_id),
-        session_factory=lambda: safe_session(settings, limit=settings.concurrency),
+        client_factory=lambda: HttpClient(
+            policy=OutboundPolicy.from_settings(settings),
+            timeout_s=settings.timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            max_idle_per_origin=settings.endpoint_concurrency,
+        ),
         render=render_robot,
         accept=accept_robot,
     )
@@ -462,7 +468,8 @@ def create_app(settings: NotifierSettings, registry: CollectorRegistry, targets:
     health.add("endpoints-read", lambda: follower.ready)
     service = batch_service(
         SERVICE,
-        common,
+        # The input consumer's own fetch wait: latency counts here (see NotifierSettings.fetch_max_wait_ms).
+        common.model_copy(update={"kafka_fetch_max_wait_ms": settings.fetch_max_wait_ms}),
         handler.topics,
         handler,
         registry,

@@ -69,6 +69,7 @@ class RouteCounts:
     def __init__(self) -> None:
         self.decisions: dict[tuple[str, str, str], int] = {}
         self.tasks: dict[str, int] = {}
+        self.unit_tasks: dict[tuple[str, str], int] = {}
         self.cases: dict[str, int] = {}
         self.seconds: list[float] = []
 
@@ -80,10 +81,12 @@ class RouteCounts:
         self.seconds.append(seconds)
 
     def dispatched(self, tasks: Sequence[TaskDispatched]) -> None:
-        """Count tasks by role."""
+        """Count tasks by role, and by unit and role."""
         for task in tasks:
             role = task.role.value
             self.tasks[role] = self.tasks.get(role, 0) + 1
+            key = (task.unit_code, role)
+            self.unit_tasks[key] = self.unit_tasks.get(key, 0) + 1
 
 
 def routed_bytes(event_bytes: bytes, decision: Decision, tasks: Sequence[TaskDispatched]) -> bytes:

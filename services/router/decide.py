@@ -1,11 +1,13 @@
 """Routing decisions: which matter, which territory, which units; pure and explainable.
 
 classify: an explicit matter code, else the channel's own category (a mapped category decides; a coarse one
-narrows the candidates and the text chooses), else the words of the report (`text.py`). locate: the grid
-code, else the nearest grid centre to the coordinates, else township, village and landmark names in the
-district, the address, then the text. decide: township-tier matters go to the township centre, county-tier
-ones to their department, co-operating units get their own copies; low confidence, or a township matter with
-no territory, goes to the command centre's triage.
+narrows the candidates and the text chooses), else the words of the report (`text.py`); a tie between units,
+or a report with no word of the list, falls back on its likeness to each matter's own text in the list
+(`fallback.py`, `similarity.py`), which routes only when clear. locate: the grid code, else the nearest grid
+centre to the coordinates, else township, village and landmark names in the district, the address, then the
+text. decide: township-tier matters go to the township centre, county-tier ones to their department,
+co-operating units get their own copies; low confidence, or a township matter with no territory, goes to the
+command centre's triage.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from schemas import (
     Tier,
 )
 from schemas.dutylist import TOWNSHIP, DutyList, Grid, Matter, Unit
+from services.router.fallback import break_tie, nearest
+from services.router.similarity import SimilarityIndex
 from services.router.text import (
     Hit,
     MatterScore,
@@ -81,11 +85,12 @@ class _Place:
 
 
 class RouterIndex:
-    """A duty list prepared for routing: lookups by code, grid points, place names, the text index."""
+    """A duty list prepared for routing: lookups by code, grid points, place names, the text and similarity indexes."""
 
     def __init__(self, duty: DutyList) -> None:
         self.duty = duty
         self.text = TextIndex(duty)
+        self.similar = SimilarityIndex(duty.matters)  # the fallbacks' (fallback.py): no word, or a tie
         self.units = {u.code: u for u in duty.units}
         self.matters = {m.code: m for m in duty.matters}
         self.order = {m.code: i for i, m in enumerate(duty.matters)}
@@ -252,12 +257,17 @@ def _classify(event: EventNormalised, index: RouterIndex) -> Classification:
     scores = index.text.score(text)
     excluded = "".join(f"；排除 {m.code}（含“{w}”）" for m, w in scores.excluded) if scores.excluded else ""
     if target:  # a coarse category: its candidates get a prior, the words decide
-        return _narrow(declared or "", target, scores, CHANNEL_NAMES.get(channel, channel), excluded, index)
+        return _narrow(declared or "", target, text, scores, CHANNEL_NAMES.get(channel, channel), excluded, index)
     ranked = scores.ranked
     if not ranked:
+        ruled_out = {m.code for m, _ in scores.excluded}
+        if near := nearest(normalise(text), ruled_out, index.similar, duty.confidence_threshold):
+            return Classification(near.matter, "text-similarity", near.confidence, f"{near.reason}{excluded}")
         return Classification(None, "triage", 0.0, f"未匹配任何事项关键词{excluded}")
     best, runner_up = ranked[0], ranked[1] if len(ranked) > 1 else None
     rival = _rival(best, ranked)
+    if rival is not None and rival.score == best.score and (tie := _break_tie(text, ranked, index)):
+        return tie._replace(reason=f"{tie.reason}{excluded}")
     conf = confidence(best.score, rival.score if rival else 0)
     reason = (
         f"文本关键词 {best.matter.code}：{_words(best.hits)}，计 {best.score} 分；"
@@ -269,6 +279,7 @@ def _classify(event: EventNormalised, index: RouterIndex) -> Classification:
 def _narrow(
     declared: str,
     candidates: tuple[str, ...],
+    text: str,
     scores: TextScores,
     label: str,
     excluded: str,
@@ -301,12 +312,26 @@ def _narrow(
     best = scored[0]
     runner_up = scored[1] if len(scored) > 1 else None
     rival = _rival(best, scored)
+    if rival is not None and rival.score == best.score and (tie := _break_tie(text, scored, index)):
+        return tie._replace(reason=f"{narrowed}；{tie.reason}{excluded}")
     conf = confidence(best.score, rival.score if rival else 0)
     reason = (
         f"{narrowed}；文本关键词 {best.matter.code}：{_words(best.hits)}，计 {best.score} 分；"
         f"{_runner_up_text(best, runner_up)}{excluded}"
     )
     return Classification(best.matter, "channel-candidates", conf, reason, best.hits, runner_up)
+
+
+def _break_tie(
+    text: str, ranked: list[MatterScore] | tuple[MatterScore, ...], index: RouterIndex
+) -> Classification | None:
+    """A tie between units settled by the tied matters' likeness to the text (fallback.py), if it clearly is."""
+    tied = [s for s in ranked if s.score == ranked[0].score]
+    settled = break_tie(normalise(text), tied, index.similar, index.duty.confidence_threshold)
+    if settled is None:
+        return None
+    found, chosen, other = settled
+    return Classification(found.matter, "tie-similarity", found.confidence, found.reason, chosen.hits, other)
 
 
 def _distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

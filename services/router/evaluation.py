@@ -192,6 +192,8 @@ class Figures:
     confusion: list[dict[str, Any]] = field(default_factory=list)
     calibration: list[dict[str, Any]] = field(default_factory=list)
     rules: dict[str, int] = field(default_factory=dict)
+    # Per rule that routed: events routed and correct unit (a fallback's precision shows here).
+    rules_routed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def unit_accuracy_on_routed(self) -> float | None:
@@ -219,6 +221,7 @@ class Figures:
             "ambiguous_events": self.expected_triage,
             "meets_targets": self.meets_targets,
             "rules": self.rules,
+            "rules_routed": self.rules_routed,
             "by_channel": self.by_channel,
             "per_matter": self.per_matter,
             "confusion_top10": self.confusion,
@@ -241,6 +244,15 @@ def figures(outcomes: Sequence[Outcome], matters: Sequence[str], command_centre:
         expected_triage_triaged=sum(o.triaged for o in expected_triage),
         rules=dict(Counter(o.rule for o in outcomes).most_common()),
     )
+    for rule in f.rules:
+        by_rule = [o for o in routed if o.rule == rule]
+        if by_rule:
+            right = sum(o.correct_unit for o in by_rule)
+            f.rules_routed[rule] = {
+                "routed": len(by_rule),
+                "correct_unit": right,
+                "unit_accuracy": _ratio(right, len(by_rule)),
+            }
     for channel in sorted({o.row.channel for o in outcomes}):
         mine = [o for o in outcomes if o.row.channel == channel]
         ok = [o for o in mine if not o.triaged]

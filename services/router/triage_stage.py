@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -31,13 +32,14 @@ from gridhub.kernel.journal import Journal
 from gridhub.kernel.metrics import ServiceMetrics
 from gridhub.kernel.problems import describe_validation_error
 from gridhub.kernel.settings import CommonSettings
-from schemas import QueueForTriage
+from schemas import QueueForTriage, TriageCause
 from schemas.command import TRIAGE_COMMANDS
 from services.router.flow_state import FLOW_INPUT
-from services.router.triage import TriageCommand, TriageItem
+from services.router.triage import TriageCommand, TriageItem, TriageState
 from services.router.triage_book import Step, step
 
 log = logging.getLogger(__name__)
+WAITING = (TriageState.QUEUED, TriageState.CLAIMED)
 Answer = tuple[int, dict[str, Any]]
 Counter = Callable[[str, str], None]
 
@@ -109,14 +111,27 @@ class TriageView:
     """This replica's copy of the queue, following router.commands; answers the commands its API sent."""
 
     def __init__(self, common: CommonSettings, registry: CollectorRegistry, ready_timeout_s: float = 60.0) -> None:
-        lag = ServiceMetrics("router", registry).gauge(
+        m = ServiceMetrics("router", registry)
+        lag = m.gauge(
             "triage_view_lag", "records", "router.commands records not yet read by this replica's queue view."
+        )
+        self._backlog = m.gauge(
+            "triage_backlog",
+            "events",
+            "Events in the triage queue not dispatched yet, by state and cause.",
+            ("state", "cause"),
+        )
+        self._oldest = m.gauge(
+            "triage_oldest_queued",
+            "timestamp_seconds",
+            "When the longest-waiting undispatched event was queued (0: none).",
         )
         self.items: dict[str, TriageItem] = {}
         self._waiters: dict[str, asyncio.Future[Answer]] = {}
         self.follower = TopicFollower(
             common, "router.commands", self._apply, lag, ready_timeout_s=ready_timeout_s, size=lambda: len(self.items)
         )
+        self._count_backlog()
 
     async def start(self) -> None:
         """Start following the topic."""
@@ -153,3 +168,16 @@ class TriageView:
             waiter = self._waiters.pop(command.message_id, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result((result.status, result.body))
+        self._count_backlog()
+
+    def _count_backlog(self) -> None:
+        # Every (state, cause) pair is set, zeros included, so a drained queue reads 0 rather than a stale count.
+        counts = {(state, cause): 0 for state in WAITING for cause in TriageCause}
+        oldest: datetime | None = None
+        for item in self.items.values():
+            if item.state in WAITING:
+                counts[(item.state, item.cause)] += 1
+                oldest = item.queued_at if oldest is None else min(oldest, item.queued_at)
+        for (state, cause), n in counts.items():
+            self._backlog.labels(state.value, cause.value).set(n)
+        self._oldest.set(oldest.timestamp() if oldest is not None else 0)

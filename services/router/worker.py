@@ -55,6 +55,10 @@ class RouterMetrics:
             "decisions", "Routing decisions, by matter, tier and triage.", ("matter", "tier", "triage")
         )
         self.tasks = m.counter("tasks", "Tasks dispatched at the first routing, by role.", ("role",))
+        # unit: the duty list's unit codes, a bounded set.
+        self.unit_tasks = m.counter(
+            "unit_tasks", "Tasks dispatched at the first routing, by unit and role.", ("unit", "role")
+        )
         self.cases = m.counter(
             "cases",
             "Reports by case outcome: new (opened a case), linked (merged into one), separate (never merged).",
@@ -160,6 +164,8 @@ class RouterHandler(BatchHandler):
             m.decisions.labels(matter, tier, triage).inc(n)
         for role, n in counts.tasks.items():
             m.tasks.labels(role).inc(n)
+        for (unit, role), n in counts.unit_tasks.items():
+            m.unit_tasks.labels(unit, role).inc(n)
         for outcome, n in counts.cases.items():
             m.cases.labels(outcome).inc(n)
         for seconds in counts.seconds:

@@ -39,7 +39,16 @@ from schemas import topic_spec
 from schemas.dutylist import DutyList, load_duty_list
 from schemas.task import ClockKind, TaskRole
 from services.sla.calendar import WorkingCalendar
-from services.sla.reports import PRIMARY_ONLY, Backlog, GroupBy, Period, Summary, TaskFacts, summarise
+from services.sla.reports import (
+    PRIMARY_ONLY,
+    Backlog,
+    GroupBy,
+    Period,
+    Summary,
+    TaskFacts,
+    summarise,
+    week_containing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,8 @@ STATUS_TOPIC = "tasks.status"
 # could not bring them back either. Open tasks are kept whatever their age: they are the backlog.
 KEEP_FOR = timedelta(milliseconds=topic_spec(DISPATCHED_TOPIC).retention_ms) + timedelta(days=7)
 PRUNE_EVERY_S = 3600.0
+# How often the per-unit gauges (open, overdue, on-time rate of the week so far) are recounted for /metrics.
+UNIT_GAUGES_EVERY_S = 15.0
 SCRATCH_PREFIX = "report-view-"
 
 SCHEMA = """
@@ -458,6 +469,19 @@ class ReportView:
         )
         self._tasks = m.gauge("report_view", "tasks", "Tasks in the report view (routing facts known).")
         self._records = m.counter("report_view_records", "Records read into the report view.", ("topic", "outcome"))
+        # Labelled by unit code: a bounded set, the duty list's unit directory.
+        self._unit_open = m.gauge("unit_open", "tasks", "Primary tasks open now, by unit (report view).", ("unit",))
+        self._unit_overdue = m.gauge(
+            "unit_overdue", "tasks", "Primary tasks open and past their resolve deadline now, by unit.", ("unit",)
+        )
+        self._unit_on_time = m.gauge(
+            "unit_on_time",
+            "ratio",
+            "On-time closure rate of the current week so far (按期办结率), by unit; absent while none fell due.",
+            ("unit",),
+        )
+        self.unit_gauges_every_s = UNIT_GAUGES_EVERY_S
+        self._gauge_task: asyncio.Task[None] | None = None
         self._followers: list[TopicFollower] = []
         self._prune_task: asyncio.Task[None] | None = None
         self._cache: dict[tuple[str, GroupBy, frozenset[TaskRole]], tuple[float, Summary]] = {}
@@ -488,13 +512,15 @@ class ReportView:
             await follower.start()
             self._followers.append(follower)
         self._prune_task = asyncio.create_task(self._prune_loop(), name="report-view-prune")
+        self._gauge_task = asyncio.create_task(self._unit_gauge_loop(), name="report-view-unit-gauges")
 
     async def stop(self) -> None:
         """Stop the followers and close the store."""
-        if self._prune_task is not None:
-            self._prune_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prune_task
+        for task in (self._prune_task, self._gauge_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for follower in reversed(self._followers):
             await follower.stop()
         self._followers.clear()
@@ -519,6 +545,31 @@ class ReportView:
                 await asyncio.sleep(PRUNE_EVERY_S)
             else:
                 await asyncio.sleep(5.0)
+
+    async def refresh_unit_gauges(self) -> None:
+        """Set the per-unit open, overdue and on-time gauges from the current week's bulletin by unit."""
+        now = self.clock()
+        summary = await self.summary(week_containing(now), GroupBy.UNIT, now=now)
+        rows = {row.key: row for row in summary.rows}
+        for unit in self.duty.units:
+            row = rows.get(unit.code)
+            self._unit_open.labels(unit.code).set(row.open if row else 0)
+            self._unit_overdue.labels(unit.code).set(row.overdue if row else 0)
+            rate = row.on_time_rate if row else None
+            if rate is None:
+                with contextlib.suppress(KeyError):
+                    self._unit_on_time.remove(unit.code)
+            else:
+                self._unit_on_time.labels(unit.code).set(float(rate))
+
+    async def _unit_gauge_loop(self) -> None:
+        while True:
+            if self.ready():
+                try:
+                    await self.refresh_unit_gauges()
+                except Exception:  # a failed count must not stop the next ones; the log says why
+                    log.exception("per-unit gauges not refreshed")
+            await asyncio.sleep(self.unit_gauges_every_s)
 
     async def summary(
         self, period: Period, by: GroupBy, *, roles: frozenset[TaskRole] = PRIMARY_ONLY, now: datetime | None = None

@@ -70,6 +70,15 @@ def dispatched(unit_code: str) -> TaskDispatched:
     )
 
 
+async def own_topics(broker: Broker, prefix: str, data_dir: Path) -> CommonSettings:
+    """Settings on topics of the test's own prefix, the catalogue's topics created."""
+    common = CommonSettings(
+        kafka_bootstrap=broker.bootstrap, kafka_idempotence=broker.idempotence, topic_prefix=prefix, data_dir=data_dir
+    )
+    await asyncio.wait_for(create_topics(common), 60)
+    return common
+
+
 async def publish(common: CommonSettings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     """Produce (key, value) records, as intake or the router would (here: someone other than the adapters)."""
     producer = make_producer(common)
@@ -120,13 +129,7 @@ async def update(client: httpx.AsyncClient, task_id: str, unit: str) -> httpx.Re
 async def test_adapters_answer_from_the_index_someone_else_published(
     broker: Broker, topic_prefix: str, tmp_path: Path
 ) -> None:
-    common = CommonSettings(
-        kafka_bootstrap=broker.bootstrap,
-        kafka_idempotence=broker.idempotence,
-        topic_prefix=f"{topic_prefix}ix{uuid.uuid4().hex[:6]}.",
-        data_dir=tmp_path,
-    )
-    await asyncio.wait_for(create_topics(common), 60)
+    common = await own_topics(broker, f"{topic_prefix}ix{uuid.uuid4().hex[:6]}.", tmp_path)
     before_start = [indexed(f"GD-OLD-{n}") for n in range(50)]
     await publish_index(common, before_start)
     settings = AdaptersSettings(common=common, source_keys={"12345": KEY}, index_ready_timeout_s=30)
@@ -140,7 +143,12 @@ async def test_adapters_answer_from_the_index_someone_else_published(
             while (ready := await client.get("/readyz")).status_code != 200:
                 assert ready.json()["checks"]["kafka-producer"] is True
                 await asyncio.sleep(0.1)
-        assert ready.json()["checks"] == {"kafka-producer": True, "report-index": True, "task-owners": True}
+        assert ready.json()["checks"] == {
+            "kafka-producer": True,
+            "report-index": True,
+            "task-owners": True,
+            "recent-acceptances": True,
+        }
         assert await index_keys(client) == 50  # ready means caught up with what was there at the start
 
         old = before_start[17]
@@ -215,3 +223,38 @@ async def test_adapters_refuse_an_update_on_another_units_task(
                 await asyncio.sleep(0.05)
         assert (await update(client, live.task_id, "PA-CG")).status_code == 403
         assert (await update(client, live.task_id, "PA-ZJJ")).status_code == 202
+
+
+async def test_a_retry_after_a_restart_gets_the_id_of_an_acceptance_intake_has_not_indexed(
+    broker: Broker, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A report accepted just before the replica stopped, not yet indexed (no intake here): a new replica reads it
+    back from the raw topic, so the source's retry is a duplicate of the same event, not a new id."""
+    common = await own_topics(broker, f"{topic_prefix}rt{uuid.uuid4().hex[:6]}.", tmp_path)
+    settings = AdaptersSettings(common=common, source_keys={"12345": KEY}, index_ready_timeout_s=30)
+    order = {
+        "order_no": "RT-0001",
+        "content": "小区下水道反流，污水漫到一楼楼道",
+        "call_time": "2026-11-20T09:30:00+08:00",
+        "grid_code": "PA-CG-01-001",
+    }
+
+    async def replica_answers() -> httpx.Response:
+        app = create_api(settings, CollectorRegistry())
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://adapters.test") as client,
+        ):
+            async with asyncio.timeout(40):
+                while (ready := await client.get("/readyz")).status_code != 200:
+                    assert ready.status_code == 503
+                    await asyncio.sleep(0.1)
+            return await client.post("/v1/12345/work-orders", json=order, headers={"x-api-key": KEY})
+
+    first = await replica_answers()
+    assert first.status_code == 202, first.text
+    retry = await replica_answers()  # a new replica: the first one's memory of it is gone
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["event_id"] == first.json()["event_id"]
+    assert retry.json()["status"] == "duplicate"
+    assert await raw_count(common) == 1  # the retry published nothing

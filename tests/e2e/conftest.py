@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -19,7 +20,7 @@ from standardwebhooks import Webhook
 from gridhub.broker import free_port
 from gridhub.kernel.kafka import create_topics
 from gridhub.kernel.settings import CommonSettings
-from gridhub.up import SERVICES, Supervisor, command
+from gridhub.up import CONSOLE, SERVICES, Supervisor, command, console_env
 from services.notifier.settings import DEV_SIGNING_SECRET
 from tests.conftest import Broker
 
@@ -139,24 +140,33 @@ def hub_env(broker: Broker, prefix: str, ports: dict[str, int], data_dir: Path, 
     return env
 
 
-@pytest.fixture(scope="session")
-def hub(
-    broker: Broker, topic_prefix: str, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def running_hub(
+    broker: Broker,
+    prefix: str,
+    data_dir: Path,
+    receiver_url: str,
+    *,
+    extra_env: dict[str, str] | None = None,
+    console: bool = False,
+    ready_s: float = 90.0,
 ) -> Iterator[Hub]:
-    """Topics created, then the five services started as processes and ready."""
-    data_dir = tmp_path_factory.mktemp("hub")
-    ports = {name: free_port() for name in SERVICES}
-    env = hub_env(broker, topic_prefix, ports, data_dir, receiver.url)
-    common = CommonSettings(
-        kafka_bootstrap=broker.bootstrap, kafka_idempotence=broker.idempotence, topic_prefix=topic_prefix
-    )
-    asyncio.run(create_topics(common))
+    """The five services as processes on topics of `prefix` (created first), ready; with `console`, the operations
+    page too (its port in `Hub.ports`). Every process is stopped on exit; on a failure the logs' ends are printed."""
+    names = (*SERVICES, CONSOLE) if console else SERVICES
+    ports = {name: free_port() for name in names}
+    env = hub_env(broker, prefix, ports, data_dir, receiver_url) | (extra_env or {})
+    common = CommonSettings(kafka_bootstrap=broker.bootstrap, kafka_idempotence=broker.idempotence, topic_prefix=prefix)
+    asyncio.run(asyncio.wait_for(create_topics(common), 60))
     sup = Supervisor(data_dir / "logs")
     started = time.monotonic()
     try:
         for name in SERVICES:
             sup.spawn(name, command("serve", name), env)
-        sup.wait_ready({name: f"http://127.0.0.1:{port}/readyz" for name, port in ports.items()}, 90)
+        sup.wait_ready({name: f"http://127.0.0.1:{ports[name]}/readyz" for name in SERVICES}, ready_s)
+        if console:
+            sup.spawn(CONSOLE, command("serve", CONSOLE), env | console_env(ports))
+            sup.wait_ready({CONSOLE: f"http://127.0.0.1:{ports[CONSOLE]}/readyz"}, ready_s)
         yield Hub(ports, common, data_dir / "logs", time.monotonic() - started)
     except BaseException:
         for log in sorted((data_dir / "logs").glob("*.log")):
@@ -164,6 +174,15 @@ def hub(
         raise
     finally:
         sup.stop()
+
+
+@pytest.fixture(scope="session")
+def hub(
+    broker: Broker, topic_prefix: str, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hub]:
+    """Topics created, then the five services started as processes and ready."""
+    with running_hub(broker, topic_prefix, tmp_path_factory.mktemp("hub"), receiver.url) as running:
+        yield running
 
 
 def tail_logs(hub: Hub) -> str:

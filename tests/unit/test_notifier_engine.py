@@ -21,11 +21,12 @@ from gridhub.kernel.http import install_problem_handlers
 from gridhub.kernel.settings import CommonSettings
 from schemas import DeliveryRecorded, ReportDeadLettered
 from services.notifier.deliveries_api import deliveries_router
-from services.notifier.engine import DeliveryEngine, NotifierMetrics, signed_headers
+from services.notifier.engine import DeliveryEngine, NotifierMetrics
 from services.notifier.outbox import Attempt, Job, JobUpdate, Outbox, now_ms
 from services.notifier.retry import AttemptResult, verdict
 from services.notifier.scheduler import Limits, Scheduler
 from services.notifier.settings import DEV_SIGNING_SECRET, NotifierSettings
+from services.notifier.signing import signed_headers
 from services.notifier.targets import SettingsTargets
 from services.notifier.worker import NotifierHandler, urgency_of_task
 from tests.unit.sla_tasks import task as sla_task
@@ -217,12 +218,32 @@ def test_two_secrets_both_sign_and_either_verifies() -> None:
 # --- engine against a real local receiver --------------------------------------------------------
 
 
+class FakeBatch:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes]] = []
+
+    def append(self, *, key: bytes | None, value: bytes, timestamp: int | None) -> object:
+        self.records.append((key, value))
+        return object()
+
+    def close(self) -> None:
+        return None
+
+
 class FakeProducer:
+    """The producer calls the engine makes: per-partition batches, as the kernel's OutputWriter builds them."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes | None]] = []
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None) -> Any:
-        self.sent.append((topic, value, key))
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch()
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
+        self.sent.extend((topic, value, key) for key, value in batch.records)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done

@@ -1,4 +1,5 @@
-"""Notifier outbound safety: private targets refused, allowlist, resolve-then-connect, no redirects (no internet)."""
+"""Notifier outbound safety: private targets refused, allowlist, resolve-then-connect, no redirects (no internet);
+the delivery client (`HttpClient`) enforcing them."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -14,13 +14,13 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from gridhub.broker import free_port
 from schemas import EndpointChannel
 from services.notifier.channels import accepted
+from services.notifier.delivery import post_attempt
+from services.notifier.http_client import HttpClient
 from services.notifier.outbound import (
     OutboundPolicy,
     OutboundRefused,
-    RedirectRefused,
     allow_entry,
     check_url,
-    safe_session,
     url_refusal,
 )
 from services.notifier.settings import NotifierSettings
@@ -191,14 +191,19 @@ async def receiver() -> AsyncIterator[Receiver]:
 LOOPBACK_ONLY = OutboundPolicy.of(["127.0.0.1/32"])  # stands in for "a public address" here: no internet in tests
 
 
+def client(policy: OutboundPolicy, resolver: FakeResolver | None = None) -> HttpClient:
+    return HttpClient(policy=policy, timeout_s=5, resolver=resolver)
+
+
 async def test_connects_to_the_checked_address_with_the_urls_host(receiver: Receiver) -> None:
     # The first answer is checked and used; the second (private) one would only come from a new lookup.
     resolver = FakeResolver([["127.0.0.1"], ["10.0.0.7"]])
-    async with safe_session(NotifierSettings(), resolver=resolver, policy=LOOPBACK_ONLY) as session:
-        url = f"http://{HOST}:{receiver.port}/hook"
-        async with session.post(url, data=b"{}", allow_redirects=False) as answer:
-            assert answer.status == 200
-    assert receiver.hits == [("/hook", f"{HOST}:{receiver.port}")]
+    http = client(LOOPBACK_ONLY, resolver)
+    url = f"http://{HOST}:{receiver.port}/hook"
+    for _ in range(2):  # the second time on the kept-alive connection, or a new one to the same checked address
+        assert (await http.post(url, b"{}", {})).status == 200
+    await http.close()
+    assert receiver.hits == [("/hook", f"{HOST}:{receiver.port}")] * 2
     assert resolver.calls == [HOST]  # resolved once: no second lookup between check and connect
 
 
@@ -207,48 +212,48 @@ async def test_a_resolver_switching_to_private_cannot_redirect_the_connection(re
     resolver = FakeResolver([["127.0.0.1"], ["10.0.0.7"]])
     url = f"http://{HOST}:{receiver.port}/hook"
     assert await check_url(url, LOOPBACK_ONLY, resolver) is None
-    async with safe_session(NotifierSettings(), resolver=resolver, policy=LOOPBACK_ONLY) as session:
-        with pytest.raises(aiohttp.ClientConnectorError) as caught:
-            await session.post(url, data=b"{}", allow_redirects=False)
-    assert isinstance(caught.value.os_error, OutboundRefused)
+    http = client(LOOPBACK_ONLY, resolver)
+    with pytest.raises(OutboundRefused) as caught:
+        await http.post(url, b"{}", {})
     assert "10.0.0.7" in str(caught.value)
     assert receiver.hits == []
+    result, _, _ = await post_attempt(http, url, b"{}", {})  # as the engine sees it: a failed attempt, no status
+    error = result.error or ""
+    assert result.status is None and error.startswith("OutboundRefused") and "10.0.0.7" in error
 
 
 async def test_one_private_answer_refuses_the_host(receiver: Receiver) -> None:
     resolver = FakeResolver([["127.0.0.1", "192.168.0.9"]])
-    async with safe_session(NotifierSettings(), resolver=resolver, policy=LOOPBACK_ONLY) as session:
-        with pytest.raises(aiohttp.ClientConnectorError, match=r"192\.168\.0\.9"):
-            await session.post(f"http://{HOST}:{receiver.port}/hook", data=b"{}", allow_redirects=False)
+    with pytest.raises(OutboundRefused, match=r"192\.168\.0\.9"):
+        await client(LOOPBACK_ONLY, resolver).post(f"http://{HOST}:{receiver.port}/hook", b"{}", {})
     assert receiver.hits == []
 
 
 async def test_literal_private_address_refused_unless_allowlisted(receiver: Receiver) -> None:
     url = f"http://127.0.0.1:{receiver.port}/hook"
-    async with safe_session(NotifierSettings()) as session:
-        with pytest.raises(aiohttp.ClientConnectorError, match="回环地址"):
-            await session.post(url, data=b"{}", allow_redirects=False)
-        with pytest.raises(aiohttp.ClientConnectorError, match="回环地址"):
-            await session.post(f"http://[::ffff:127.0.0.1]:{receiver.port}/hook", data=b"{}")
+    http = client(OutboundPolicy.from_settings(NotifierSettings()))
+    with pytest.raises(OutboundRefused, match="回环地址"):
+        await http.post(url, b"{}", {})
+    with pytest.raises(OutboundRefused, match="回环地址"):
+        await http.post(f"http://[::ffff:127.0.0.1]:{receiver.port}/hook", b"{}", {})
     assert receiver.hits == []
-    allowed = NotifierSettings(outbound_allowlist=("127.0.0.0/8",))
-    async with safe_session(allowed) as session, session.post(url, data=b"{}", allow_redirects=False) as answer:
-        assert answer.status == 200
-    configured = NotifierSettings(default_webhook=url)  # the operator's own webhook is trusted
-    async with safe_session(configured) as session, session.post(url, data=b"{}", allow_redirects=False) as answer:
-        assert answer.status == 200
+    allowed = client(OutboundPolicy.from_settings(NotifierSettings(outbound_allowlist=("127.0.0.0/8",))))
+    assert (await allowed.post(url, b"{}", {})).status == 200
+    # The operator's own webhook is trusted.
+    configured = client(OutboundPolicy.from_settings(NotifierSettings(default_webhook=url)))
+    assert (await configured.post(url, b"{}", {})).status == 200
     assert len(receiver.hits) == 2
+    for each in (http, allowed, configured):
+        await each.close()
 
 
 async def test_redirects_are_not_followed(receiver: Receiver) -> None:
     settings = NotifierSettings(outbound_allowlist=(f"127.0.0.1:{receiver.port}",))
     url = f"http://127.0.0.1:{receiver.port}/moved"
-    async with safe_session(settings) as session:
-        async with session.post(url, data=b"{}", allow_redirects=False) as answer:
-            verdict = accepted(EndpointChannel.WEBHOOK, answer.status, await answer.read(), answer.headers["Location"])
-        assert answer.status == 302
-        assert verdict.ok is False and "不跟随跳转" in (verdict.error or "") and "/hook" in (verdict.error or "")
-        # Even a caller that forgets allow_redirects=False is not taken along.
-        with pytest.raises(RedirectRefused, match="不跟随跳转"):
-            await session.post(url, data=b"{}")
-    assert [path for path, _ in receiver.hits] == ["/moved", "/moved"]
+    http = client(OutboundPolicy.from_settings(settings))
+    answer = await http.post(url, b"{}", {})
+    verdict = accepted(EndpointChannel.WEBHOOK, answer.status, answer.body, answer.location)
+    assert answer.status == 302
+    assert verdict.ok is False and "不跟随跳转" in (verdict.error or "") and "/hook" in (verdict.error or "")
+    assert [path for path, _ in receiver.hits] == ["/moved"]  # the /hook it points to was never asked
+    await http.close()

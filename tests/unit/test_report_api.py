@@ -230,3 +230,30 @@ def test_township_names_come_from_the_duty_list() -> None:
     names = township_names(DUTY)
     assert names["PA-CG"] == "城关镇" and names["PA-HX"] == "河西乡"
     assert parse_week("2026-W47").end - parse_week("2026-W47").start == timedelta(days=7)
+
+
+async def test_per_unit_gauges_follow_the_weeks_bulletin() -> None:
+    registry = CollectorRegistry()
+    sunday_evening = datetime(2026, 11, 22, 20, 0, tzinfo=SH)  # still in week 47: the week so far
+    view = FilledView(CommonSettings(), registry, CAL, duty=DUTY, cache_s=0, clock=lambda: sunday_evening)
+    try:
+        fill(view.store)
+        await view.refresh_unit_gauges()
+        week = summary_of(view.store, W47, sunday_evening, CAL, by=GroupBy.UNIT, duty=DUTY)
+        rows = {r.key: r for r in week.rows}
+
+        def sample(name: str, unit: str) -> float | None:
+            return registry.get_sample_value(name, {"unit": unit})
+
+        for code, row in rows.items():
+            assert sample("gridhub_sla_unit_open_tasks", code) == row.open
+            assert sample("gridhub_sla_unit_overdue_tasks", code) == row.overdue
+            rate = row.on_time_rate
+            assert sample("gridhub_sla_unit_on_time_ratio", code) == (None if rate is None else float(rate))
+        assert any(row.overdue for row in rows.values()) and any(row.on_time_rate for row in rows.values())
+        # Every unit of the directory has its open/overdue gauges, zero where it holds nothing.
+        idle = next(u.code for u in DUTY.units if u.code not in rows)
+        assert sample("gridhub_sla_unit_open_tasks", idle) == 0
+        assert sample("gridhub_sla_unit_on_time_ratio", idle) is None
+    finally:
+        view.store.close()

@@ -45,12 +45,13 @@ def test_unit_accuracy_on_routed_events_meets_the_target_on_both_parts(evaluatio
 def test_triage_rate_does_not_regress(evaluation: Evaluation) -> None:
     # The target is ≤ 10 %. The development set itself sends 7.5 % of its events to triage (out of scope, or a
     # township matter with no place: 6.8 % of the tuning part, 9.2 % of the held-out part); words the list does
-    # not know send more. Measured with this list: tuning 8.8 % (the target met), held-out 19.3 % (not met).
+    # not know send more. Measured with this list: tuning 8.8 % (the target met), held-out 19.3 % (not met); with
+    # the similarity fallbacks (ties between units, wordless reports): tuning 8.0 %, held-out 18.3 %.
     # These ceilings catch a regression; lower them as the list improves.
     tuning, held_out = evaluation.parts["tuning"].triage_rate, evaluation.parts["held-out"].triage_rate
     assert TARGET_TRIAGE_RATE == 0.10
     assert tuning is not None and tuning <= TARGET_TRIAGE_RATE, tuning
-    assert held_out is not None and held_out <= 0.20, held_out
+    assert held_out is not None and held_out <= 0.19, held_out
 
 
 def test_matter_accuracy_and_ambiguous_events(evaluation: Evaluation) -> None:

@@ -235,3 +235,16 @@ def test_a_dispatched_item_is_dropped_a_week_after_at_a_sweeping_queue_command(d
         sweeps += swept
         items = {k: v for k, v in (items | changes).items() if v is not None}
     assert sweeps and first.event_id not in items and len(items) == 400
+
+
+def test_first_routings_are_counted_by_unit_and_role(duty: DutyList) -> None:
+    stage = case_stage(duty, Journal(), merge=False)
+    event = burst_pipe(Channel.HOTLINE_12345, "幸福小区3号楼下水管爆裂，水漫到路上", 0)
+    outs = stage.territory(Record(T("events.normalised"), 3, event.event_id.encode(), event.to_bytes()))
+    tasks = [TaskDispatched.model_validate_json(o.value) for o in on("tasks.dispatched", outs)]
+    assert len(tasks) >= 2  # a primary and its co-operating units
+    expected: dict[tuple[str, str], int] = {}
+    for t in tasks:
+        expected[(t.unit_code, t.role.value)] = expected.get((t.unit_code, t.role.value), 0) + 1
+    assert stage.counts.unit_tasks == expected
+    assert sum(stage.counts.tasks.values()) == len(tasks)

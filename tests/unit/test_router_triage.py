@@ -178,3 +178,32 @@ def test_dispatcher_keys_dev_defaults_and_prod_requirement(monkeypatch: pytest.M
         RouterSettings()
     monkeypatch.setenv("GRIDHUB_ROUTER_DISPATCHER_KEYS", '{"zhangmin": "6f1d0c2e9b"}')
     assert RouterSettings().dispatcher_keys == {"zhangmin": "6f1d0c2e9b"}
+
+
+def test_the_views_backlog_gauges_count_waiting_events_by_state_and_cause(duty: DutyList) -> None:
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from gridhub.kernel.settings import CommonSettings
+    from services.router.triage_stage import TriageView
+
+    registry = CollectorRegistry()
+    view = TriageView(CommonSettings(), registry)
+
+    def backlog(state: str, cause: str) -> float | None:
+        return registry.get_sample_value("gridhub_router_triage_backlog_events", {"state": state, "cause": cause})
+
+    assert backlog("queued", "low-confidence") == 0  # before any record: zero, not absent
+    event = report(VAGUE, grid_code="PA-HX-02-001")
+    command = queue_command(event, decide(event, duty), duty, NOW)
+    view._apply([SimpleNamespace(value=command.to_bytes())])
+    assert backlog("queued", "low-confidence") == 1
+    assert registry.get_sample_value("gridhub_router_triage_oldest_queued_timestamp_seconds") == pytest.approx(
+        NOW.timestamp()
+    )
+    view._apply([SimpleNamespace(value=claim("dev-1").to_bytes())])
+    assert (backlog("queued", "low-confidence"), backlog("claimed", "low-confidence")) == (0, 1)
+    view._apply([SimpleNamespace(value=dispatch("dev-1").to_bytes())])
+    assert backlog("claimed", "low-confidence") == 0
+    assert registry.get_sample_value("gridhub_router_triage_oldest_queued_timestamp_seconds") == 0

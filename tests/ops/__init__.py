@@ -1,0 +1,1 @@
+"""Operations: metrics scraped by a real Prometheus, alert rules, readiness."""
