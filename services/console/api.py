@@ -131,4 +131,11 @@ def main() -> None:
     configure_logging(SERVICE, settings.common.log_level, settings.common.log_json)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request polled is noise
     app = create_app(settings, CollectorRegistry())
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        loop=settings.common.event_loop,
+    )

@@ -58,8 +58,9 @@ STATUS_TOPIC = "tasks.status"
 # could not bring them back either. Open tasks are kept whatever their age: they are the backlog.
 KEEP_FOR = timedelta(milliseconds=topic_spec(DISPATCHED_TOPIC).retention_ms) + timedelta(days=7)
 PRUNE_EVERY_S = 3600.0
-# How often the per-unit gauges (open, overdue, on-time rate of the week so far) are recounted for /metrics.
-UNIT_GAUGES_EVERY_S = 15.0
+# How often the per-unit gauges (open, overdue, on-time rate of the week so far) are recounted for /metrics: a
+# whole week's bulletin each time, so not at every scrape.
+UNIT_GAUGES_EVERY_S = 60.0
 SCRATCH_PREFIX = "report-view-"
 
 SCHEMA = """
@@ -564,11 +565,13 @@ class ReportView:
 
     async def _unit_gauge_loop(self) -> None:
         while True:
-            if self.ready():
-                try:
-                    await self.refresh_unit_gauges()
-                except Exception:  # a failed count must not stop the next ones; the log says why
-                    log.exception("per-unit gauges not refreshed")
+            if not self.ready():
+                await asyncio.sleep(1.0)  # the first count as soon as the view has caught up
+                continue
+            try:
+                await self.refresh_unit_gauges()
+            except Exception:  # a failed count must not stop the next ones; the log says why
+                log.exception("per-unit gauges not refreshed")
             await asyncio.sleep(self.unit_gauges_every_s)
 
     async def summary(

@@ -122,11 +122,13 @@ def test_the_department_example_registers_receives_a_verified_task_and_lists_att
         answer = bash(endpoint_query.replace("<endpoint_id>", endpoint_id))
         assert '"status":"accepted"' in answer, answer
         deadline = time.monotonic() + WAIT_S
-        while "住房和城乡建设局" not in out_path.read_text("utf-8"):
+        # The unit gets every task of its own from now on: the IT example's street light too, when it was routed
+        # after the registration. The README's manhole cover is the one this example sends.
+        while not (lines := [x for x in out_path.read_text("utf-8").splitlines() if "井盖" in x]):
             assert receiver.poll() is None, out_path.read_text("utf-8")
             assert time.monotonic() < deadline, out_path.read_text("utf-8")
             time.sleep(0.2)
-        line = next(x for x in out_path.read_text("utf-8").splitlines() if "住房和城乡建设局" in x)
+        line = lines[0]  # at least once: a retry may print it again
         assert line.startswith("task_") and " primary " in line and "井盖" in line, line
         query = (
             f"curl -s 'http://127.0.0.1:{hub.ports['notifier']}/deliveries?endpoint_id={endpoint_id}'"

@@ -22,13 +22,13 @@ from gridhub.kernel.settings import CommonSettings
 from schemas import DeliveryRecorded, ReportDeadLettered
 from services.notifier.deliveries_api import deliveries_router
 from services.notifier.engine import DeliveryEngine, NotifierMetrics
+from services.notifier.handler import NotifierHandler, urgency_of_task
 from services.notifier.outbox import Attempt, Job, JobUpdate, Outbox, now_ms
 from services.notifier.retry import AttemptResult, verdict
 from services.notifier.scheduler import Limits, Scheduler
 from services.notifier.settings import DEV_SIGNING_SECRET, NotifierSettings
 from services.notifier.signing import signed_headers
 from services.notifier.targets import SettingsTargets
-from services.notifier.worker import NotifierHandler, urgency_of_task
 from tests.unit.sla_tasks import task as sla_task
 
 SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)

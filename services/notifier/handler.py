@@ -1,0 +1,376 @@
+"""The notifier's batch handler: tasks and alerts in, delivery jobs into a durable outbox (per partition).
+
+Inputs, co-partitioned by task id (range assignment: one member owns partition p of both): `tasks.dispatched` and
+`sla.alerts`. Each message becomes one delivery job per matching endpoint (`Targets`), its id
+`<webhook id>.<endpoint id>` with the webhook-id `task_<task id>` or `alert_<alert id>` (stable across retries,
+restarts and replays). A message without any endpoint is recorded as `no-endpoint` and dead-lettered.
+
+Outbox and offsets. Partition p's jobs live in `GRIDHUB_DATA_DIR/notifier/p<p>.sqlite` (services.notifier.outbox).
+When a batch is sealed, its jobs are written with the next input offsets of p in one transaction, before the loop
+commits the batch's offsets to the group: the group's offsets never run ahead of the outbox. On assignment the
+consumer seeks to the file's offsets (the file is the source of truth; the group's offsets lag it at most by
+batches not yet committed); jobs are idempotent by id, so a batch read twice stores each job once.
+
+Crash windows: killed after the transaction but before the group commit: the file's offsets are used, nothing is
+read twice. Killed after an attempt but before its result was written (attempts are written every
+`record_every_ms`): that attempt is made again after the restart, with the same webhook-id. A missing file
+(another machine, a lost volume) is rebuilt: the inputs of p from their start up to the group's committed offsets
+give the jobs; `deliveries.results` p (keyed by task id, so co-partitioned) marks the ones already delivered or
+given up; what is left is delivered, again at worst (at-least-once, receivers dedupe on webhook-id).
+
+The engine (services.notifier.engine) runs beside the loop: the scheduler (services.notifier.scheduler) decides
+what goes out next; the deliveries API (services.notifier.deliveries_api) queries and replays the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from gridhub.kernel.batchloop import BatchHandler
+from gridhub.kernel.batchout import KafkaDeadLetters, Outgoing
+from gridhub.kernel.errors import PermanentError
+from gridhub.kernel.kafka import make_consumer
+from gridhub.kernel.localstate import stale_file
+from gridhub.kernel.problems import describe_validation_error
+from gridhub.kernel.settings import CommonSettings
+from schemas import (
+    ClockKind,
+    DeliveryOutcome,
+    DeliveryRecorded,
+    DurationUnit,
+    SlaAlertRaised,
+    TaskDispatched,
+)
+from services.notifier.endpoints import notification_type, recipients, url_display
+from services.notifier.engine import DeliveryEngine
+from services.notifier.outbox import FINAL_STATES, Job, Outbox, now_ms
+from services.notifier.scheduler import Scheduler
+from services.notifier.settings import NotifierSettings
+from services.notifier.targets import Targets
+
+INPUTS = ("tasks.dispatched", "sla.alerts")
+log = logging.getLogger(__name__)
+
+
+def remove_files(path: Path) -> None:
+    """Remove an SQLite file with its WAL and shared-memory files."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def urgency_of_task(task: TaskDispatched) -> int:
+    """The instant (ms) the task's resolve clock falls due, roughly: received_at plus the term (working days taken
+    as calendar days: only the order matters here); without a resolve term, its shortest term."""
+    terms = [t for t in task.deadlines if t.kind is ClockKind.RESOLVE] or list(task.deadlines)
+    if not terms:
+        return int(task.received_at.timestamp() * 1000) + 7 * 86_400_000
+    spans = [timedelta(hours=t.amount) if t.unit is DurationUnit.HOURS else timedelta(days=t.amount) for t in terms]
+    return int((task.received_at + min(spans)).timestamp() * 1000)
+
+
+class NotifierHandler(BatchHandler):
+    """Turns input records into outbox jobs; restores, rebuilds and drops partitions' outboxes."""
+
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        targets: Targets,
+        scheduler: Scheduler,
+        dead_letters: KafkaDeadLetters,
+        consumer: Any,
+        before_restore: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self.before_restore = before_restore
+        self.settings = settings
+        self.common = settings.common
+        self.targets = targets
+        self.scheduler = scheduler
+        self.dead_letters = dead_letters
+        self.consumer = consumer
+        self.topics = [self.common.topic(t) for t in INPUTS]
+        self.dispatched, self.alerts = self.topics
+        self.results_topic = self.common.topic("deliveries.results")
+        self.outboxes: dict[int, Outbox] = {}
+        self.engine: DeliveryEngine | None = None
+        self._open: dict[int, list[Job]] = {}
+        self._offsets: dict[int, dict[str, int]] = {}
+
+    def path(self, partition: int) -> Path:
+        """The outbox file of a partition."""
+        return self.settings.outbox_dir() / f"p{partition}.sqlite"
+
+    # --- partitions ------------------------------------------------------------------------------
+
+    async def restore(self, partitions: frozenset[TopicPartition]) -> None:
+        """Open (or rebuild) each newly assigned partition's outbox, load its pending jobs, seek to its offsets."""
+        if self.before_restore is not None:
+            await self.before_restore()  # the endpoint registry caught up: jobs go to the endpoints units registered
+        for p in sorted({tp.partition for tp in partitions} - self.outboxes.keys()):
+            started = time.monotonic()
+            path = self.path(p)
+            outbox = Outbox(path, p)
+            how = "open"
+            if outbox.meta("complete") != "1" or await self._stale(p, outbox):
+                outbox.close()
+                remove_files(path)
+                outbox = Outbox(path, p)
+                await self._rebuild(p, outbox)
+                how = "rebuild"
+            offsets = outbox.offsets()
+            consumer: AIOKafkaConsumer | None = self.consumer()
+            if consumer is not None:
+                for topic in self.topics:
+                    tp = TopicPartition(topic, p)
+                    if topic in offsets:
+                        consumer.seek(tp, offsets[topic])
+                    else:
+                        await consumer.seek_to_beginning(tp)
+            pending = outbox.pending()
+            self.outboxes[p] = outbox
+            self.scheduler.add_all(pending)
+            if self.engine is not None:
+                self.engine.wake.set()
+            log.info(
+                "partition restored",
+                extra={
+                    "partition": p,
+                    "how": how,
+                    "pending": len(pending),
+                    "seconds": round(time.monotonic() - started, 3),
+                },
+            )
+
+    async def _stale(self, p: int, outbox: Outbox) -> bool:
+        """Whether the file has read further than the topics hold (they were recreated: an embedded broker's memory
+        storage, a new cluster); its jobs describe messages that are gone, so it is rebuilt."""
+        return await stale_file(self.consumer(), outbox.offsets(), p, "outbox")
+
+    def revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        """Write what the engine recorded for them, forget their jobs, close their files."""
+        for p in {tp.partition for tp in partitions}:
+            self.scheduler.drop_partition(p)
+            if self.engine is not None:
+                self.engine.flush(p)
+            outbox = self.outboxes.pop(p, None)
+            self._open.pop(p, None)
+            self._offsets.pop(p, None)
+            if outbox is not None:
+                outbox.close()
+
+    async def _rebuild(self, p: int, outbox: Outbox) -> None:
+        """Jobs from the inputs up to the group's committed offsets, minus those deliveries.results says are over."""
+        consumer = self.consumer()
+        if consumer is None:  # not connected (tests): a new, empty outbox
+            outbox.set_meta(complete="1")
+            return
+        ends: dict[TopicPartition, int] = {}
+        for topic in self.topics:
+            tp = TopicPartition(topic, p)
+            committed = await consumer.committed(tp)
+            ends[tp] = int(committed or 0)
+        jobs: dict[str, Job] = {}
+
+        def take(record: Any) -> None:
+            try:
+                for job in self._jobs_of(record):
+                    jobs.setdefault(job.delivery_id, job)
+            except PermanentError:
+                pass
+
+        await read_until(self.common, {tp: end for tp, end in ends.items() if end > 0}, take)
+        finished: set[str] = set()
+        attempts: dict[str, int] = {}
+
+        def mark(record: Any) -> None:
+            try:
+                result = DeliveryRecorded.model_validate_json(record.value)
+            except ValidationError:
+                return
+            if result.delivery_id is None:
+                return
+            attempts[result.delivery_id] = max(attempts.get(result.delivery_id, 0), result.attempts)
+            if result.outcome.value in FINAL_STATES:
+                finished.add(result.delivery_id)
+
+        results = TopicPartition(self.results_topic, p)
+        await read_until(self.common, {results: None}, mark)
+        now = now_ms()
+        for job in jobs.values():
+            job.attempts = attempts.get(job.delivery_id, 0)
+            if job.delivery_id in finished:
+                job.state = "delivered"
+            job.next_at_ms = now
+
+        def stored_order(job: Job) -> tuple[str, int]:
+            topic, _, offset = job.source.rpartition(":")
+            return (topic, int(offset) if offset.isdigit() else 0)
+
+        outbox.store(sorted(jobs.values(), key=stored_order), {tp.topic: end for tp, end in ends.items()})
+        outbox.set_meta(complete="1")
+        log.warning(
+            "outbox rebuilt from the topics", extra={"partition": p, "jobs": len(jobs), "finished": len(finished)}
+        )
+
+    # --- records ---------------------------------------------------------------------------------
+
+    def process(self, record: Any) -> Sequence[Outgoing]:
+        """The jobs of one task or alert (stored when the batch is sealed); no-endpoint messages are recorded."""
+        p = record.partition
+        self._offsets.setdefault(p, {})[record.topic] = record.offset + 1
+        jobs = self._jobs_of(record)
+        if jobs:
+            self._open.setdefault(p, []).extend(jobs)
+            return ()
+        return self._no_endpoint(record)
+
+    def _jobs_of(self, record: Any) -> list[Job]:
+        now = now_ms()
+        source = f"{record.topic}:{record.partition}:{record.offset}"
+        if record.topic == self.dispatched:
+            try:
+                task = TaskDispatched.model_validate_json(record.value)
+            except ValidationError as exc:
+                raise PermanentError("malformed-task", describe_validation_error(exc)) from exc
+            kind, webhook_id, subject, units = "task", f"task_{task.task_id}", task.task_id, recipients(task)
+            event_type = notification_type(task).value
+            task_id, urgency, causation = task.task_id, urgency_of_task(task), task.message_id
+        else:
+            try:
+                alert = SlaAlertRaised.model_validate_json(record.value)
+            except ValidationError as exc:
+                raise PermanentError("malformed-alert", describe_validation_error(exc)) from exc
+            kind, webhook_id, subject = "alert", f"alert_{alert.alert_id}", alert.alert_id
+            units = recipients(alert)
+            event_type, task_id = notification_type(alert).value, alert.task_id
+            urgency, causation = int(alert.due_at.timestamp() * 1000), alert.message_id
+        jobs: list[Job] = []
+        seen: set[str] = set()
+        for unit in units:
+            for target in self.targets.targets(unit, event_type):
+                if target.endpoint_id in seen:
+                    continue
+                seen.add(target.endpoint_id)
+                jobs.append(
+                    Job(
+                        delivery_id=f"{webhook_id}.{target.endpoint_id}",
+                        webhook_id=webhook_id,
+                        kind=kind,
+                        subject_id=subject,
+                        task_id=task_id,
+                        unit_code=unit,
+                        endpoint_id=target.endpoint_id,
+                        url=url_display(target.url),
+                        channel=target.channel,
+                        body=bytes(record.value),
+                        urgency_ms=urgency,
+                        causation_id=causation,
+                        source=source,
+                        next_at_ms=now,
+                        created_ms=now,
+                        updated_ms=now,
+                        partition=record.partition,
+                    )
+                )
+        return jobs
+
+    def _no_endpoint(self, record: Any) -> Sequence[Outgoing]:
+        try:
+            if record.topic == self.dispatched:
+                task = TaskDispatched.model_validate_json(record.value)
+                webhook_id, subject, unit, task_id, causation = (
+                    f"task_{task.task_id}",
+                    task.task_id,
+                    task.unit_code,
+                    task.task_id,
+                    task.message_id,
+                )
+            else:
+                alert = SlaAlertRaised.model_validate_json(record.value)
+                webhook_id, subject, unit, task_id, causation = (
+                    f"alert_{alert.alert_id}",
+                    alert.alert_id,
+                    alert.unit_code,
+                    alert.task_id,
+                    alert.message_id,
+                )
+        except ValidationError:
+            return ()
+        result = DeliveryRecorded(
+            causation_id=causation,
+            webhook_id=webhook_id,
+            subject_id=subject,
+            unit_code=unit,
+            endpoint_url=None,
+            outcome=DeliveryOutcome.NO_ENDPOINT,
+            attempts=0,
+            last_error="no webhook configured",
+            finished_at=datetime.now(UTC),
+            task_id=task_id,
+        )
+        return (
+            Outgoing(self.results_topic, result.to_bytes(), task_id.encode()),
+            self.dead_letters.of(record, "no-endpoint", f"单位 {unit} 没有可用的接收端点", causation_id=causation),
+        )
+
+    def sealed(self) -> None:
+        """Store the batch's jobs with the next input offsets, per partition, before the batch commits."""
+        added: list[Job] = []
+        for p, offsets in self._offsets.items():
+            outbox = self.outboxes.get(p)
+            if outbox is None:
+                continue
+            added += outbox.store(self._open.get(p, []), offsets)
+        self._open.clear()
+        self._offsets.clear()
+        if added:
+            self.scheduler.add_all(added)
+            if self.engine is not None:
+                self.engine.wake.set()
+
+    def rolled_back(self) -> None:
+        """Forget the unsealed batch (sealed ones are in the outbox already; stored again, they are ignored)."""
+        self._open.clear()
+        self._offsets.clear()
+
+
+async def read_until(
+    common: CommonSettings,
+    ends: dict[TopicPartition, int | None],
+    apply: Any,
+    timeout_s: float = 600.0,
+) -> None:
+    """Read partitions from their start up to an offset (exclusive; None: the end offset seen now); apply each."""
+    if not ends:
+        return
+    consumer = make_consumer(common, group_id=None, fetch_max_wait_ms=common.kafka_fetch_max_wait_ms)
+    await consumer.start()
+    try:
+        partitions = list(ends)
+        consumer.assign(partitions)
+        latest: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        until = {tp: latest[tp] if end is None else end for tp, end in ends.items()}
+        await consumer.seek_to_beginning(*partitions)
+        pending = {tp for tp in partitions if until[tp] > 0}
+        async with asyncio.timeout(timeout_s):
+            while pending:
+                for tp in list(pending):
+                    if await consumer.position(tp) >= until[tp]:
+                        pending.discard(tp)
+                if not pending:
+                    break
+                batch = await consumer.getmany(*pending, timeout_ms=200, max_records=5000)
+                for tp, records in batch.items():
+                    for record in records:
+                        if record.offset < until[tp]:
+                            apply(record)
+    finally:
+        await consumer.stop()
