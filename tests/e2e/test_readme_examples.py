@@ -6,6 +6,7 @@ becomes this interpreter; the shell, the JSON, the keys and the receiver are the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -173,17 +174,17 @@ def test_the_operator_example_reads_the_page_the_metrics_and_a_prometheus(
         .replace("var/logs/", f"{logs}/")
         .replace("127.0.0.1:9090", web)
     )
-    run = subprocess.run(
+    # A session of its own: the Prometheus the script leaves running in the background is in its process group.
+    proc = subprocess.Popen(
         ["bash", "-c", "set -euo pipefail\n" + script],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=WAIT_S,
-        check=False,
         start_new_session=True,
     )
     try:
-        assert run.returncode == 0, run.stdout + run.stderr
-        out = run.stdout
+        out, err = proc.communicate(timeout=WAIT_S)
+        assert proc.returncode == 0, out + err
         assert "'adapters': True" in out and "Throughput by channel" in out, out  # the page's JSON, read
         assert "gridhub_router_consumer_lag_messages{" in out and "gridhub_router_triage_backlog_events{" in out, out
         answer = json.loads(out.strip().splitlines()[-1])
@@ -191,4 +192,10 @@ def test_the_operator_example_reads_the_page_the_metrics_and_a_prometheus(
         channels = {r["metric"].get("channel") for r in answer["data"]["result"]}
         assert "12345" in channels, answer  # the IT and department examples' work orders, scraped
     finally:
-        subprocess.run(["pkill", "-f", f"--web.listen-address={web}"], check=False, timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # bash, if still there, and the Prometheus it started
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while listening(int(web.rsplit(":", 1)[1])):
+            assert time.monotonic() < deadline, "the README's Prometheus did not stop"
+            time.sleep(0.1)
