@@ -89,6 +89,53 @@ def rewind_points(flights: Iterable[Flight]) -> dict[TopicPartition, int]:
     return points
 
 
+async def read_range(
+    common: CommonSettings,
+    starts: Mapping[TopicPartition, int | None],
+    apply: Callable[[Any], None],
+    *,
+    until: Mapping[TopicPartition, int] | None = None,
+    timeout_s: float = 600.0,
+) -> dict[TopicPartition, int]:
+    """Read partitions from `starts` (None: the beginning) up to `until` (exclusive), or else at least to the end
+    offsets seen when called; apply() each record; return where each stopped (the offset after the last one
+    applied, or the end offset)."""
+    partitions = list(starts)
+    if not partitions:
+        return {}
+    consumer = make_consumer(common, group_id=None, fetch_max_wait_ms=common.kafka_fetch_max_wait_ms)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        ends: dict[TopicPartition, int] = dict(until) if until is not None else await consumer.end_offsets(partitions)
+        for tp in partitions:
+            start = starts[tp]
+            if start is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start)
+        pending = set(partitions)
+        reached = {tp: max(ends[tp], int(starts[tp] or 0)) if until is None else ends[tp] for tp in partitions}
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
+                if not pending:
+                    break
+                batch = await consumer.getmany(*pending, timeout_ms=200, max_records=5000)
+                for tp, records in batch.items():
+                    for record in records:
+                        # Cut at `until` only: Tansu's end offsets may lag behind a batch of several records (the
+                        # end offset then falls inside the batch), so what lies past them is read too.
+                        if until is None or record.offset < ends[tp]:
+                            apply(record)
+                            reached[tp] = max(reached[tp], record.offset + 1)
+        return reached
+    finally:
+        await consumer.stop()
+
+
 async def read_to_end(
     common: CommonSettings, partitions: Sequence[TopicPartition], apply: Callable[[Any], None], timeout_s: float = 120.0
 ) -> int:
@@ -97,30 +144,15 @@ async def read_to_end(
     Stopping at the end offsets seen at the start, not "when a fetch comes back empty": Tansu answers a fetch late
     and its end offsets may lag, so an empty fetch proves nothing.
     """
-    if not partitions:
-        return 0
-    consumer = make_consumer(common, group_id=None, fetch_max_wait_ms=common.kafka_fetch_max_wait_ms)
-    await consumer.start()
-    try:
-        consumer.assign(list(partitions))
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(list(partitions))
-        await consumer.seek_to_beginning(*partitions)
-        pending = set(partitions)
-        count = 0
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for tp in list(pending):
-                    if await consumer.position(tp) >= ends[tp]:
-                        pending.discard(tp)
-                if not pending:
-                    return count
-                batch = await consumer.getmany(*pending, timeout_ms=200, max_records=5000)
-                for records in batch.values():
-                    for record in records:
-                        apply(record)
-                    count += len(records)
-    finally:
-        await consumer.stop()
+    count = 0
+
+    def counted(record: Any) -> None:
+        nonlocal count
+        apply(record)
+        count += 1
+
+    await read_range(common, dict.fromkeys(partitions), counted, timeout_s=timeout_s)
+    return count
 
 
 def backoff_s(attempt: int, base_s: float = 0.5, cap_s: float = 30.0) -> float:

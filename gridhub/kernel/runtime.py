@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from gridhub.kernel.logging import configure_logging
 from gridhub.kernel.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 T = TypeVar("T")
 
@@ -19,3 +23,12 @@ def run(main: Coroutine[Any, Any, T], common: CommonSettings) -> T:
 
         return uvloop.run(main)
     return asyncio.run(main)
+
+
+def serve_http(app: FastAPI, service: str, common: CommonSettings, host: str, port: int) -> None:
+    """Serve an HTTP-only service (adapters, console) with uvicorn in the foreground, on the loop `common` names and
+    with the hub's JSON logging, until SIGINT/SIGTERM."""
+    import uvicorn
+
+    configure_logging(service, common.log_level, common.log_json)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, loop=common.event_loop)

@@ -20,12 +20,14 @@ from gridhub import __version__
 from gridhub.kernel.health import Contact, Health, probe_every
 from gridhub.kernel.http import install_problem_handlers, install_problem_openapi, ops_router, problem
 from gridhub.kernel.kafka import make_producer
+from gridhub.kernel.keys import bearer_token, holder_of_key
 from gridhub.kernel.metrics import ServiceMetrics
+from gridhub.kernel.runtime import serve_http
 from schemas import Channel, ReportReceived, new_id
 from schemas.catalogue import RAW_TOPICS
 from schemas.dutylist import load_duty_list
 from services.adapters.attachments import PhotoStore
-from services.adapters.auth import source_key_ok, source_signature_ok, unit_for_key
+from services.adapters.auth import source_key_ok, source_signature_ok
 from services.adapters.batch_api import batch_router
 from services.adapters.channels import (
     ADAPTER_VERSION,
@@ -332,8 +334,7 @@ def create_api(
     app.include_router(batch_router(JSON_CHANNELS, settings, authenticate_source, submit, metrics.reports))
 
     def unit_of(authorization: Annotated[str | None, Header()] = None) -> str | None:
-        token = authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None
-        return unit_for_key(settings.unit_keys, token, common.mode == "dev")
+        return holder_of_key(settings.unit_keys, bearer_token(authorization), common.mode == "dev")
 
     app.include_router(
         photo_router(
@@ -367,18 +368,5 @@ def create_api(
 
 def main() -> None:
     """Entry point of `gridhub serve adapters`."""
-    import uvicorn
-
-    from gridhub.kernel.logging import configure_logging
-
     settings = AdaptersSettings()
-    configure_logging(SERVICE, settings.common.log_level, settings.common.log_json)
-    app = create_api(settings, CollectorRegistry())
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        loop=settings.common.event_loop,
-    )
+    serve_http(create_api(settings, CollectorRegistry()), SERVICE, settings.common, settings.host, settings.port)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -28,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from gridhub.kernel.health import Health
 from gridhub.kernel.http import install_problem_handlers, ops_router, problem
-from gridhub.kernel.logging import configure_logging
+from gridhub.kernel.runtime import serve_http
 from schemas.dutylist import load_duty_list
 from services.console.figures import Figures, short_name
 from services.console.poller import Poller
@@ -128,14 +127,5 @@ def create_app(
 def main() -> None:
     """Entry point of `gridhub serve console`."""
     settings = ConsoleSettings()
-    configure_logging(SERVICE, settings.common.log_level, settings.common.log_json)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request polled is noise
-    app = create_app(settings, CollectorRegistry())
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        loop=settings.common.event_loop,
-    )
+    serve_http(create_app(settings, CollectorRegistry()), SERVICE, settings.common, settings.host, settings.port)

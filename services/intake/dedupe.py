@@ -8,11 +8,11 @@ caught, and a batch that is rolled back forgets its entries (they are read again
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from gridhub.kernel.journal import Journal
 from schemas import EventNormalised, EventSupplemented, ReportIndexed, ReportReceived, SelfResolvedRecorded
 from schemas.index import IndexOutcome
 
@@ -22,8 +22,7 @@ class DedupeIndex:
 
     def __init__(self) -> None:
         self._entries: dict[int, dict[str, str]] = {}
-        self._open: list[tuple[int, str]] = []
-        self._sealed: deque[list[tuple[int, str]]] = deque()
+        self._journal = Journal()
 
     @property
     def partitions(self) -> frozenset[int]:
@@ -52,28 +51,19 @@ class DedupeIndex:
 
     def add(self, partition: int, key: str, event_id: str) -> None:
         """Remember an accepted report, tentatively until its batch commits."""
-        self._entries.setdefault(partition, {})[key] = event_id
-        self._open.append((partition, key))
+        self._journal.set(self._entries.setdefault(partition, {}), key, event_id)
 
     def seal(self) -> None:
         """The current batch is complete."""
-        self._sealed.append(self._open)
-        self._open = []
+        self._journal.seal()
 
     def commit_oldest(self) -> None:
         """The oldest sealed batch is committed: its entries are final."""
-        if self._sealed:
-            self._sealed.popleft()
+        self._journal.commit_oldest()
 
     def rollback(self) -> None:
         """Forget every entry of batches not committed."""
-        for batch in (*self._sealed, self._open):
-            for partition, key in batch:
-                state = self._entries.get(partition)
-                if state is not None:
-                    state.pop(key, None)
-        self._sealed.clear()
-        self._open = []
+        self._journal.rollback()
 
     def __len__(self) -> int:
         return sum(len(state) for state in self._entries.values())

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 
 from gridhub.kernel.http import problem
+from gridhub.kernel.keys import bearer_token, key_is_one_of
 from services.notifier.outbox import PENDING, Job, Outbox, now_ms
 from services.notifier.scheduler import Scheduler
 
@@ -83,8 +84,8 @@ def deliveries_router(owner: OutboxOwner, engine: Wakeable, api_keys: dict[str, 
     router = APIRouter()
 
     def refused(authorization: str | None) -> Response | None:
-        scheme, _, key = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or key not in api_keys:
+        # api_keys: key → who; compared in constant time like every other key of the hub.
+        if not key_is_one_of(api_keys, bearer_token(authorization)):
             return problem(
                 401,
                 "需要调度员或运维人员的 API 密钥（Authorization: Bearer <key>）。",

@@ -11,7 +11,6 @@ The delivery engine calls `EndpointWriter.disable` on a 410 or after prolonged f
 # No "from __future__ import annotations": FastAPI must see the Depends(unit_of) of a closure at runtime.
 
 import base64
-import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gridhub.kernel.http import problem
+from gridhub.kernel.keys import bearer_token, holder_of_key
 from gridhub.kernel.settings import CommonSettings
 from schemas import EndpointChannel, EndpointSaved, NotificationType, new_id
 from schemas.base import AwareDatetime
@@ -73,27 +73,12 @@ def new_webhook_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
-def unit_for_key(keys: dict[str, str], presented: str | None, dev_mode: bool) -> str | None:
-    """The unit a bearer key belongs to, or None. Dev mode with no keys accepts 'dev-<unit code>' (as the adapters)."""
-    if not presented:
-        return None
-    found = None
-    for unit, expected in keys.items():
-        # Compare against every key so timing does not reveal which unit's key was close.
-        if hmac.compare_digest(expected.encode(), presented.encode()):
-            found = unit
-    if found is None and dev_mode and not keys and presented.startswith("dev-") and len(presented) > 4:
-        found = presented[4:]
-    return found
-
-
 def unit_auth(settings: NotifierSettings) -> Callable[..., str | None]:
     """The FastAPI dependency naming the unit of the request's bearer key (None: unauthenticated)."""
     dev = settings.common.mode == "dev"
 
     def unit_of(authorization: Annotated[str | None, Header()] = None) -> str | None:
-        token = authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None
-        return unit_for_key(settings.unit_keys, token, dev)
+        return holder_of_key(settings.unit_keys, bearer_token(authorization), dev)
 
     return unit_of
 

@@ -24,7 +24,6 @@ what goes out next; the deliveries API (services.notifier.deliveries_api) querie
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,13 +34,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from gridhub.kernel.batchloop import BatchHandler
+from gridhub.kernel.batchloop import BatchHandler, read_range, read_to_end
 from gridhub.kernel.batchout import KafkaDeadLetters, Outgoing
 from gridhub.kernel.errors import PermanentError
-from gridhub.kernel.kafka import make_consumer
 from gridhub.kernel.localstate import stale_file
 from gridhub.kernel.problems import describe_validation_error
-from gridhub.kernel.settings import CommonSettings
 from schemas import (
     ClockKind,
     DeliveryOutcome,
@@ -186,7 +183,8 @@ class NotifierHandler(BatchHandler):
             except PermanentError:
                 pass
 
-        await read_until(self.common, {tp: end for tp, end in ends.items() if end > 0}, take)
+        cut = {tp: end for tp, end in ends.items() if end > 0}
+        await read_range(self.common, dict.fromkeys(cut), take, until=cut)
         finished: set[str] = set()
         attempts: dict[str, int] = {}
 
@@ -202,7 +200,7 @@ class NotifierHandler(BatchHandler):
                 finished.add(result.delivery_id)
 
         results = TopicPartition(self.results_topic, p)
-        await read_until(self.common, {results: None}, mark)
+        await read_to_end(self.common, [results], mark, timeout_s=600.0)
         now = now_ms()
         for job in jobs.values():
             job.attempts = attempts.get(job.delivery_id, 0)
@@ -340,37 +338,3 @@ class NotifierHandler(BatchHandler):
         """Forget the unsealed batch (sealed ones are in the outbox already; stored again, they are ignored)."""
         self._open.clear()
         self._offsets.clear()
-
-
-async def read_until(
-    common: CommonSettings,
-    ends: dict[TopicPartition, int | None],
-    apply: Any,
-    timeout_s: float = 600.0,
-) -> None:
-    """Read partitions from their start up to an offset (exclusive; None: the end offset seen now); apply each."""
-    if not ends:
-        return
-    consumer = make_consumer(common, group_id=None, fetch_max_wait_ms=common.kafka_fetch_max_wait_ms)
-    await consumer.start()
-    try:
-        partitions = list(ends)
-        consumer.assign(partitions)
-        latest: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
-        until = {tp: latest[tp] if end is None else end for tp, end in ends.items()}
-        await consumer.seek_to_beginning(*partitions)
-        pending = {tp for tp in partitions if until[tp] > 0}
-        async with asyncio.timeout(timeout_s):
-            while pending:
-                for tp in list(pending):
-                    if await consumer.position(tp) >= until[tp]:
-                        pending.discard(tp)
-                if not pending:
-                    break
-                batch = await consumer.getmany(*pending, timeout_ms=200, max_records=5000)
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.offset < until[tp]:
-                            apply(record)
-    finally:
-        await consumer.stop()

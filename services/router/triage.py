@@ -9,7 +9,6 @@ later round (after returns) is a new item.
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -179,17 +178,3 @@ def dispatch_problems(
         elif code == primary:
             problems.append({"field": f"co_operating.{i}", "message": f"单位 {code} 已是主办单位"})
     return problems
-
-
-def dispatcher_for_key(keys: dict[str, str], presented: str | None, dev_mode: bool) -> str | None:
-    """The dispatcher a bearer key belongs to, or None. Dev mode with no keys accepts 'dev-<dispatcher id>'."""
-    if not presented:
-        return None
-    found = None
-    for dispatcher, expected in keys.items():
-        # Compare against every key so timing does not reveal which dispatcher's key was close.
-        if hmac.compare_digest(expected.encode(), presented.encode()):
-            found = dispatcher
-    if found is None and dev_mode and not keys and presented.startswith("dev-") and len(presented) > 4:
-        found = presented[4:]
-    return found

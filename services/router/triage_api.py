@@ -24,6 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gridhub.kernel.http import ProblemJSONResponse
+from gridhub.kernel.keys import bearer_token, holder_of_key
 from gridhub.kernel.problems import MESSAGES_ZH
 from schemas import TRIAGE_KEY, ClaimTriagedEvent, DispatchTriagedEvent, ReleaseTriagedEvent
 from schemas.dutylist import DutyList
@@ -102,8 +103,7 @@ def triage_router(
 
     def dispatcher_of(request: Request) -> str | None:
         header = request.headers.get("Authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else None
-        return triage.dispatcher_for_key(settings.dispatcher_keys, token, common.mode == "dev")
+        return holder_of_key(settings.dispatcher_keys, bearer_token(header), common.mode == "dev")
 
     async def body_of(request: Request) -> dict[str, Any] | Response:
         raw = await request.body()

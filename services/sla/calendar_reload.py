@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,6 +37,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gridhub.kernel.http import ProblemJSONResponse
+from gridhub.kernel.keys import bearer_token, key_is_one_of
 from services.sla.calendar import WorkingCalendar
 from services.sla.clocks import TaskClockState, recompute
 from services.sla.store import PartitionStore, TaskEntry, facts_from_json, state_from_blob
@@ -315,8 +315,7 @@ def calendar_router(reloader: CalendarReloader, admin_keys: Sequence[str]) -> AP
     @router.post("/calendar/reload")
     async def reload_calendar(request: Request) -> Response:
         header = request.headers.get("Authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else None
-        if token is None or not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
+        if not key_is_one_of(keys, bearer_token(header)):
             return problem(
                 401,
                 "未授权",

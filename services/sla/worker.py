@@ -46,7 +46,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -57,7 +57,7 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from gridhub.kernel.batchloop import BatchHandler
+from gridhub.kernel.batchloop import BatchHandler, read_range
 from gridhub.kernel.batchout import KafkaDeadLetters, Outgoing, partition_for
 from gridhub.kernel.batchserve import BatchService, batch_service
 from gridhub.kernel.errors import PermanentError
@@ -557,53 +557,6 @@ def remove_files(path: Path) -> None:
     """Delete a SQLite file with its write-ahead log and shared memory file."""
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
-async def read_range(
-    common: CommonSettings,
-    starts: Mapping[TopicPartition, int | None],
-    apply: Callable[[Any], None],
-    *,
-    until: Mapping[TopicPartition, int] | None = None,
-    timeout_s: float = 600.0,
-) -> dict[TopicPartition, int]:
-    """Read partitions from `starts` (None: the beginning) up to `until` (exclusive), or else at least to the end
-    offsets seen when called; apply() each record; return where each stopped (the offset after the last one
-    applied, or the end offset)."""
-    partitions = list(starts)
-    if not partitions:
-        return {}
-    consumer = make_consumer(common, group_id=None, fetch_max_wait_ms=common.kafka_fetch_max_wait_ms)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        ends: dict[TopicPartition, int] = dict(until) if until is not None else await consumer.end_offsets(partitions)
-        for tp in partitions:
-            start = starts[tp]
-            if start is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, start)
-        pending = set(partitions)
-        reached = {tp: max(ends[tp], int(starts[tp] or 0)) if until is None else ends[tp] for tp in partitions}
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for tp in list(pending):
-                    if await consumer.position(tp) >= ends[tp]:
-                        pending.discard(tp)
-                if not pending:
-                    break
-                batch = await consumer.getmany(*pending, timeout_ms=200, max_records=5000)
-                for tp, records in batch.items():
-                    for record in records:
-                        # Cut at `until` only: Tansu's end offsets may lag behind a batch of several records (the
-                        # end offset then falls inside the batch), so what lies past them is read too.
-                        if until is None or record.offset < ends[tp]:
-                            apply(record)
-                            reached[tp] = max(reached[tp], record.offset + 1)
-        return reached
-    finally:
-        await consumer.stop()
 
 
 async def alerts_horizon(common: CommonSettings, tp: TopicPartition) -> int:

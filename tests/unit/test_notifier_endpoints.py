@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from gridhub.kernel.http import install_problem_handlers
+from gridhub.kernel.keys import holder_of_key
 from gridhub.kernel.settings import CommonSettings
 from schemas import EndpointChannel, EndpointSaved, NotificationType, SlaAlertRaised, TaskRole, new_id
 from schemas.catalogue import topic_spec
@@ -25,7 +26,7 @@ from services.notifier.endpoints import (
     registry_from_settings,
     signing_secrets,
 )
-from services.notifier.endpoints_api import EndpointWriter, endpoints_api, producer_publish, unit_for_key
+from services.notifier.endpoints_api import EndpointWriter, endpoints_api, producer_publish
 from services.notifier.outbound import OutboundPolicy
 from services.notifier.sealing import Sealer
 from services.notifier.settings import DEV_SECRETS_KEY, DEV_SIGNING_SECRET, NotifierSettings
@@ -212,11 +213,11 @@ def test_prod_refuses_dev_secrets_key_and_unit_keys() -> None:
 
 
 def test_unit_keys_like_the_adapters() -> None:
-    assert unit_for_key({}, "dev-PA-CG-01", True) == "PA-CG-01"
-    assert unit_for_key({}, "dev-PA-CG-01", False) is None
-    assert unit_for_key({"PA-CG-01": "k-1"}, "dev-PA-CG-01", True) is None
-    assert unit_for_key({"PA-CG-01": "k-1"}, "k-1", False) == "PA-CG-01"
-    assert unit_for_key({"PA-CG-01": "k-1"}, None, True) is None
+    assert holder_of_key({}, "dev-PA-CG-01", True) == "PA-CG-01"
+    assert holder_of_key({}, "dev-PA-CG-01", False) is None
+    assert holder_of_key({"PA-CG-01": "k-1"}, "dev-PA-CG-01", True) is None
+    assert holder_of_key({"PA-CG-01": "k-1"}, "k-1", False) == "PA-CG-01"
+    assert holder_of_key({"PA-CG-01": "k-1"}, None, True) is None
 
 
 # --- API --------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
+from gridhub.kernel.keys import holder_of_key
 from schemas import (
     Channel,
     ClaimTriagedEvent,
@@ -29,7 +30,6 @@ from services.router.triage import (
     TriageState,
     apply,
     dispatch_problems,
-    dispatcher_for_key,
     expired,
     listing,
     queue,
@@ -161,12 +161,12 @@ def test_manual_dispatch_publishes_tasks_with_the_dispatcher_and_closes_the_cent
 
 
 def test_dispatcher_keys_dev_defaults_and_prod_requirement(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert dispatcher_for_key({}, "dev-zhangmin", dev_mode=True) == "zhangmin"
-    assert dispatcher_for_key({}, "dev-zhangmin", dev_mode=False) is None
+    assert holder_of_key({}, "dev-zhangmin", dev_mode=True) == "zhangmin"
+    assert holder_of_key({}, "dev-zhangmin", dev_mode=False) is None
     keys = {"zhangmin": "k-7f3a9c", "liqiang": "k-11b2e0"}
-    assert dispatcher_for_key(keys, "k-11b2e0", dev_mode=True) == "liqiang"
-    assert dispatcher_for_key(keys, "dev-zhangmin", dev_mode=True) is None
-    assert dispatcher_for_key(keys, None, dev_mode=True) is None
+    assert holder_of_key(keys, "k-11b2e0", dev_mode=True) == "liqiang"
+    assert holder_of_key(keys, "dev-zhangmin", dev_mode=True) is None
+    assert holder_of_key(keys, None, dev_mode=True) is None
     for name in ("GRIDHUB_MODE", "GRIDHUB_KAFKA_REPLICATION_FACTOR", "GRIDHUB_ROUTER_DISPATCHER_KEYS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GRIDHUB_MODE", "prod")

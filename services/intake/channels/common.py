@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from gridhub.kernel.errors import PermanentError
 from gridhub.kernel.problems import describe_validation_error
-from schemas import Channel, EventNormalised, Reporter, ReportReceived
+from schemas import Channel, EventNormalised, Reporter, ReportReceived, new_id
 from schemas.raw import SOURCE_ID_FIELDS
 from services.intake.wire import dict_serializer
 
@@ -40,6 +40,17 @@ def parse_payload(model: type[P], raw: ReportReceived) -> P:
     if own_id != raw.source_id:
         raise PermanentError("source-id-mismatch", f"{id_field} {own_id!r} differs from source_id {raw.source_id!r}")
     return payload
+
+
+def envelope(raw: RawReport, event_id: str) -> dict[str, Any]:
+    """The fields every channel's event dict starts with: version, ids, and the raw report it came from."""
+    return {
+        "schema_version": EVENT_VERSION,
+        "message_id": new_id(),
+        "causation_id": raw.message_id,
+        "event_id": event_id,
+        "sources": source_refs(raw),
+    }
 
 
 def source_refs(raw: RawReport) -> tuple[dict[str, Any], ...]:

@@ -7,16 +7,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from gridhub.kernel.errors import PermanentError
-from schemas import EventNormalised, ReportReceived, Urgency, new_id
+from schemas import EventNormalised, ReportReceived, Urgency
 from schemas.base import AwareDatetime
 from schemas.selfresolved import SelfResolvedRecorded
 from services.intake.channels.common import (
-    EVENT_VERSION,
     RawReport,
+    envelope,
     event,
     first_line,
     parse_payload,
-    source_refs,
 )
 
 MAX_PHOTOS = 9  # what the app lets a worker attach to one report
@@ -52,11 +51,7 @@ class GridReport(BaseModel):
 def _fields(raw: RawReport, event_id: str, report: GridReport) -> dict[str, Any]:
     headline = first_line(report.description)
     return {
-        "schema_version": EVENT_VERSION,
-        "message_id": new_id(),
-        "causation_id": raw.message_id,
-        "event_id": event_id,
-        "sources": source_refs(raw),
+        **envelope(raw, event_id),
         "type": f"网格上报：{report.category or '未分类'}",
         "title": f"[网格 {report.grid_code}] {headline[:60]}",
         "description": report.description,

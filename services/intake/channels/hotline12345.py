@@ -7,17 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas import EventNormalised, ReportReceived, Urgency, new_id
+from schemas import EventNormalised, ReportReceived, Urgency
 from schemas.base import AwareDatetime
 from services.intake.channels.common import (
-    EVENT_VERSION,
     PERSONAL_FIELDS,
     RawReport,
     check_phone,
+    envelope,
     event,
     first_line,
     parse_payload,
-    source_refs,
 )
 
 
@@ -69,11 +68,7 @@ def fields_12345(raw: RawReport, event_id: str, order: WorkOrder12345) -> dict[s
     """The canonical event of a valid work order as data, every field (see common.event_bytes)."""
     name = order.caller_name
     return {
-        "schema_version": EVENT_VERSION,
-        "message_id": new_id(),
-        "causation_id": raw.message_id,
-        "event_id": event_id,
-        "sources": source_refs(raw),
+        **envelope(raw, event_id),
         "type": order.appeal_type.value,
         "title": _title(order),
         "description": order.content,

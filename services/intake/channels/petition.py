@@ -7,17 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas import EventNormalised, ReportReceived, Urgency, new_id
+from schemas import EventNormalised, ReportReceived, Urgency
 from schemas.base import AwareDatetime
 from services.intake.channels.common import (
-    EVENT_VERSION,
     PERSONAL_FIELDS,
     RawReport,
     check_phone,
+    envelope,
     event,
     first_line,
     parse_payload,
-    source_refs,
 )
 
 # 集体访: five or more people petitioning together is a group petition, handled as urgent.
@@ -71,11 +70,7 @@ def fields_petition(raw: RawReport, event_id: str, petition: Petition) -> dict[s
     person = petition.petitioner
     headline = first_line(petition.demands)
     return {
-        "schema_version": EVENT_VERSION,
-        "message_id": new_id(),
-        "causation_id": raw.message_id,
-        "event_id": event_id,
-        "sources": source_refs(raw),
+        **envelope(raw, event_id),
         "type": f"信访（{petition.form.value}）",
         "title": f"[信访{'·集体访' if group else ''}{'·重复' if petition.repeat else ''}] {headline[:60]}",
         "description": petition.demands,

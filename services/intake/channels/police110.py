@@ -6,17 +6,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas import EventNormalised, ReportReceived, Urgency, new_id
+from schemas import EventNormalised, ReportReceived, Urgency
 from schemas.base import AwareDatetime
 from services.intake.channels.common import (
-    EVENT_VERSION,
     PERSONAL_FIELDS,
     RawReport,
     check_phone,
+    envelope,
     event,
     first_line,
     parse_payload,
-    source_refs,
 )
 from services.intake.channels.hotline12345 import WorkOrderUrgency
 
@@ -47,11 +46,7 @@ def fields_110(raw: RawReport, event_id: str, incident: PoliceIncident110) -> di
     headline = first_line(incident.summary)
     name = incident.caller_name
     return {
-        "schema_version": EVENT_VERSION,
-        "message_id": new_id(),
-        "causation_id": raw.message_id,
-        "event_id": event_id,
-        "sources": source_refs(raw),
+        **envelope(raw, event_id),
         "type": f"非警务警情：{incident.incident_type}",
         "title": f"[110 {incident.incident_type}] {headline[:60]}",
         "description": incident.summary,
