@@ -88,8 +88,18 @@ async def arrivals(receiver: str) -> dict[str, float]:
         return found
 
 
-async def wait_delivered(receiver: str, ids: set[str], timeout_s: float) -> dict[str, float]:
+async def delivered_count(receiver: str) -> int:
+    async with httpx.AsyncClient(timeout=30) as client:
+        return int((await client.get(f"{receiver}/stats")).json()["deliveries"])
+
+
+async def wait_delivered(receiver: str, ids: set[str], timeout_s: float, before: int = 0) -> dict[str, float]:
+    """Every id's first arrival. Polls the receiver's small /stats until enough deliveries arrived (`before`: its
+    count before these were sent), then reads the arrivals: reading all of them every poll cost the receiver and the
+    bench CPU in the middle of the measurement."""
     deadline = time.monotonic() + timeout_s
+    while await delivered_count(receiver) - before < len(ids) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
     while True:
         seen = await arrivals(receiver)
         if ids <= seen.keys() or time.monotonic() > deadline:
@@ -205,13 +215,14 @@ async def run(
             # 1. max rate
             tasks = [a_task() for _ in range(args.tasks)]
             bodies = [(t.to_bytes(), t.task_id.encode()) for t in tasks]
+            before = await delivered_count(receiver)
             cpu_before = {name: cpu_s(proc.pid) for name, proc in sup.procs.items()}
             started = time.time()
             for body, key in bodies:
                 await producer.send(topic, body, key=key)
             await producer.flush()
             ids = {f"task_{t.task_id}" for t in tasks}
-            seen = await wait_delivered(receiver, ids, args.timeout)
+            seen = await wait_delivered(receiver, ids, args.timeout, before)
             times = [seen[i] for i in ids if i in seen]
             span = max(times) - min(times)
             wall = time.time() - started
@@ -245,7 +256,7 @@ async def run(
                 next_at = begin + (n / args.rate)
                 await asyncio.sleep(max(0.0, min(tick, next_at - time.monotonic())))
             await producer.flush()
-            seen = await wait_delivered(receiver, set(sent), args.timeout)
+            seen = await wait_delivered(receiver, set(sent), args.timeout, before + len(ids))
             latencies = [(seen[i] - at) * 1000 for i, at in sent.items() if i in seen]
             figures |= {
                 "latency_tasks": float(len(sent)),

@@ -14,7 +14,7 @@ from schemas.command import (
 )
 from schemas.config import DUTYLIST_KEY, DutyListPublished, dutylist_sha256
 from schemas.deadletter import ReportDeadLettered
-from schemas.delivery import DeliveryOutcome, DeliveryRecorded
+from schemas.delivery import DeliveryAlertKind, DeliveryAlertRaised, DeliveryOutcome, DeliveryRecorded
 from schemas.endpoint import EndpointChannel, EndpointSaved, NotificationType
 from schemas.event import (
     Attachment,
@@ -36,6 +36,7 @@ from schemas.task import (
     DurationUnit,
     RoutingDecision,
     TaskDispatched,
+    TaskDispatchedHeader,
     TaskReporter,
     TaskRole,
     Tier,
@@ -55,6 +56,8 @@ __all__ = [
     "ClockKind",
     "ClockTerm",
     "DeadlineClass",
+    "DeliveryAlertKind",
+    "DeliveryAlertRaised",
     "DeliveryOutcome",
     "DeliveryRecorded",
     "DispatchTriagedEvent",
@@ -80,6 +83,7 @@ __all__ = [
     "SourceRef",
     "SummonDepartments",
     "TaskDispatched",
+    "TaskDispatchedHeader",
     "TaskReporter",
     "TaskRole",
     "TaskStatus",

@@ -15,7 +15,7 @@ from schemas.command import (
 )
 from schemas.config import DutyListPublished
 from schemas.deadletter import ReportDeadLettered
-from schemas.delivery import DeliveryRecorded
+from schemas.delivery import DeliveryAlertRaised, DeliveryRecorded
 from schemas.endpoint import EndpointSaved
 from schemas.event import EventNormalised
 from schemas.index import ReportIndexed
@@ -256,6 +256,21 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         description="Outcome of each webhook delivery with its attempts.",
         producers=("notifier",),
         consumers=(),
+    ),
+    TopicSpec(
+        name="deliveries.alerts",
+        key="task_id",
+        value_model=DeliveryAlertRaised,
+        partitions=PARTITIONS,
+        cleanup_policy="delete",
+        retention_ms=90 * DAY_MS,
+        description=(
+            "Deliveries the command centre must follow up (投递告警): a task or alert given up after every retry, "
+            "an endpoint disabled (410, or failing too long). The notifier raises them and delivers them to the "
+            "command centre's endpoints (alert.delivery); co-partitioned with tasks.dispatched."
+        ),
+        producers=("notifier",),
+        consumers=("notifier",),
     ),
     TopicSpec(
         name="config.dutylist",

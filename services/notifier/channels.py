@@ -25,7 +25,17 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 from urllib.parse import quote_plus
 
-from schemas import ClockKind, DurationUnit, EndpointChannel, SlaAlertRaised, TaskDispatched, TaskRole, Urgency
+from schemas import (
+    ClockKind,
+    DeliveryAlertKind,
+    DeliveryAlertRaised,
+    DurationUnit,
+    EndpointChannel,
+    SlaAlertRaised,
+    TaskDispatched,
+    TaskRole,
+    Urgency,
+)
 from services.notifier.endpoints import Endpoint, signing_secrets
 from services.notifier.signing import secret_bytes, sign
 
@@ -47,7 +57,12 @@ PERMANENT_ERRCODES = {
     },
 }
 
-Message = TaskDispatched | SlaAlertRaised
+Message = TaskDispatched | SlaAlertRaised | DeliveryAlertRaised
+DELIVERY_ALERT_ZH = {
+    DeliveryAlertKind.EXHAUSTED: "投递失败",
+    DeliveryAlertKind.GONE: "端点已停用（410）",
+    DeliveryAlertKind.DISABLED: "端点已停用（持续失败）",
+}
 # Markdown's active characters in user text, swapped for look-alikes that do nothing.
 INERT = str.maketrans("<>[]*`#", "＜＞【】＊'＃")
 
@@ -73,7 +88,7 @@ def webhook_id(message: Message) -> str:
     """The Standard Webhooks id: the same for every attempt and replay of one task or alert."""
     if isinstance(message, TaskDispatched):
         return f"task_{message.task_id}"
-    return f"alert_{message.alert_id}"
+    return f"alert_{message.alert_id}"  # SLA alerts: ULIDs; delivery alerts: 32 hex digits
 
 
 def _plain(text: str | None, limit: int) -> str:
@@ -152,6 +167,24 @@ def _alert_lines(alert: SlaAlertRaised, link: str, colour: bool) -> tuple[str, l
     return title, lines
 
 
+def _delivery_alert_lines(alert: DeliveryAlertRaised, link: str, colour: bool) -> tuple[str, list[str]]:
+    kind = DELIVERY_ALERT_ZH[alert.kind]
+    shown = f'<font color="warning">{kind}</font>' if colour else kind
+    title = f"【投递告警】{kind}"
+    last = alert.last_status if alert.last_status is not None else _plain(alert.last_error, 80)
+    lines = [
+        f"> 类型：{shown}",
+        f"> 接收单位：{_plain(alert.endpoint_unit_code, 60)}",
+        f"> 端点：{_plain(alert.endpoint_url, 120)}",
+        f"> 尝试次数：{alert.attempts}，最后结果：{last}",
+        "",
+        _plain(alert.message, 300),
+        "",
+        f"[查看任务 {alert.task_id}]({link})",
+    ]
+    return title, lines
+
+
 def _fit(text: str, max_bytes: int) -> str:
     """Cut a text to max_bytes of UTF-8 on a character boundary (a last guard: fields are capped already)."""
     raw = text.encode("utf-8")
@@ -165,6 +198,8 @@ def markdown(message: Message, link: str, *, colour: bool, gap: str = "\n") -> t
     lines (DingTalk's renderer joins single newlines, so its cards use blank lines)."""
     if isinstance(message, TaskDispatched):
         title, lines = _task_lines(message, link, colour)
+    elif isinstance(message, DeliveryAlertRaised):
+        title, lines = _delivery_alert_lines(message, link, colour)
     else:
         title, lines = _alert_lines(message, link, colour)
     body = gap.join(line for line in lines if line or gap == "\n")

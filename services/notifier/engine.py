@@ -24,13 +24,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from pydantic_core import to_json
 
 from gridhub.kernel.deadletter import dead_letter
 from gridhub.kernel.metrics import ServiceMetrics
 from gridhub.kernel.settings import CommonSettings
-from schemas import DeliveryOutcome, DeliveryRecorded
+from schemas import DeliveryAlertKind, DeliveryOutcome, DeliveryRecorded
 from schemas.base import new_id
 from services.notifier.delivery import ERROR_EXCERPT_CHARS, Poster, post_attempt
+from services.notifier.delivery_alerts import DELIVERY_ALERT_JOB, delivery_alert
+from services.notifier.endpoint_health import EndpointHealth
 from services.notifier.http_client import HttpClient
 from services.notifier.outbox import Attempt, Job, JobUpdate, Outbox, now_ms
 from services.notifier.results import ResultsProducer
@@ -45,6 +48,7 @@ log = logging.getLogger(__name__)
 # A robot channel's request for one attempt (url, body, headers), and its reading of an answer (ok, retryable, why).
 Render = Callable[[Job], tuple[str, bytes, dict[str, str]]]
 Accept = Callable[[Job, int, bytes], tuple[bool, bool, str | None]]
+PRUNE_EVERY_S = 3600.0  # finished deliveries past the retention are removed this often
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -69,6 +73,9 @@ class NotifierMetrics:
         self.depth = m.gauge("outbox_depth", "deliveries", "Pending deliveries in the outbox (assigned partitions).")
         self.oldest_due = m.gauge("oldest_due_age", "seconds", "Age of the oldest due delivery not yet attempted.")
         self.disabled = m.counter("endpoints_disabled", "Endpoints disabled, by reason.", ("reason",))
+        self.delivery_alerts = m.counter(
+            "delivery_alerts", "Delivery alerts raised for the command centre, by kind.", ("kind",)
+        )
 
 
 def status_class(status: int | None) -> str:
@@ -98,6 +105,8 @@ class DeliveryEngine:
         client_factory: Callable[[], Poster] | None = None,
         render: Render | None = None,
         accept: Accept | None = None,
+        command_centre: str | None = None,
+        outbox_retention_s: float | None = None,
     ) -> None:
         self.common = common
         self.scheduler = scheduler
@@ -114,23 +123,28 @@ class DeliveryEngine:
         self.secrets_of = secrets_of
         self.render = render
         self.accept = accept
+        self.command_centre = command_centre  # None: no delivery alerts are raised (tests of the engine alone)
+        self.outbox_retention_s = outbox_retention_s  # None: finished deliveries are kept
         # Without a factory: no outbound policy (tests, the demo); the service hands in one with its policy.
         self.client_factory = client_factory or (
             lambda: HttpClient(policy=None, timeout_s=timeout_s, max_idle_per_origin=concurrency)
         )
         self.results_topic = common.topic("deliveries.results")
         self.deadletter_topic = common.topic("events.deadletter")
+        self.alerts_topic = common.topic("deliveries.alerts")
         self.wake = Wake()
         self._client: Poster | None = None
-        self.results = ResultsProducer(producer)
+        # Records keyed by task id go to the partition the task was read from (co-partitioned topics).
+        self.results = ResultsProducer(producer, co_partitioned_with=common.topic("tasks.dispatched"))
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._recorder: asyncio.Task[None] | None = None
         self._updates: dict[int, list[JobUpdate]] = defaultdict(list)
         self._attempts: dict[int, list[Attempt]] = defaultdict(list)
-        self._failing_since: dict[str, int] = {}
+        self.health = EndpointHealth()
         self._attempt_counters: dict[str, Any] = {}
         self._next_figures = 0.0
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
         self._outcome_counters: dict[str, Any] = {}
 
     def _attempt_counter(self, label: str) -> Any:
@@ -197,6 +211,21 @@ class DeliveryEngine:
             if time.monotonic() >= self._next_figures:
                 self._next_figures = time.monotonic() + 1.0
                 self._figures()
+            if self.outbox_retention_s is not None and time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + PRUNE_EVERY_S
+                self.prune(now_ms() - int(self.outbox_retention_s * 1000))
+
+    def prune(self, before_ms: int) -> int:
+        """Remove finished deliveries last changed before a time from every outbox; how many went."""
+        gone = 0
+        for p, outbox in list(self.outboxes.items()):
+            try:
+                gone += outbox.prune(before_ms)
+            except Exception:
+                log.exception("pruning the outbox failed; will retry", extra={"partition": p})
+        if gone:
+            log.info("finished deliveries pruned from the outbox", extra={"jobs": gone})
+        return gone
 
     def flush(self, partition: int | None = None) -> None:
         """Write the attempts recorded so far (of one partition, or all) to their outbox files."""
@@ -265,22 +294,20 @@ class DeliveryEngine:
         now = now_ms()
         slow_until = now + int(self.slow_down_s * 1000) if decision.slow_down else 0
         pause_until = now + int(decision.pause_s * 1000) if decision.pause_s else 0
+        disable: DeliveryAlertKind | None = None
         if decision.outcome == "delivered":
-            self._failing_since.pop(job.endpoint_id, None)
+            self.health.succeeded(job.endpoint_id, now)
         else:
-            since = self._failing_since.setdefault(job.endpoint_id, now)
+            since = self.health.failed(job.endpoint_id, now)
             if decision.outcome == "gone":
-                self._disable(job, "gone", f"端点 {job.endpoint_id} 回复 410（已停用），已停止向其投递。")
+                disable = DeliveryAlertKind.GONE
             elif now - since >= self.disable_after_s * 1000:
-                hours = self.disable_after_s / 3600
-                self._disable(
-                    job,
-                    "failing",
-                    f"端点 {job.endpoint_id} 已连续失败 {hours:g} 小时，已停用，请联系该单位核实接收地址。",
-                )
+                disable = DeliveryAlertKind.DISABLED
         next_at = now + int((decision.delay_s or 0) * 1000) if decision.outcome == "retrying" else None
         state = "pending" if decision.outcome == "retrying" else decision.outcome
         self._finish(job, state, result, latency_ms, started_ms, next_at, slow_until, pause_until)
+        if disable is not None:
+            self._disable(job, disable, result)
 
     def _finish(
         self,
@@ -308,33 +335,36 @@ class DeliveryEngine:
                 Attempt(job.delivery_id, attempts, started_ms, result.status, latency_ms, excerpt, outcome.value)
             )
         self._outcome_counter(outcome.value).inc()
-        # Built without validation: every field comes from our own typed values (a third of an attempt's CPU else).
-        # Every field given, defaults too: model_construct looks at each default's factory (inspect.signature)
-        # otherwise, which cost more than the rest of the record.
-        record = DeliveryRecorded.model_construct(
-            schema_version=1,
-            message_id=new_id(),
-            causation_id=job.causation_id,
-            webhook_id=job.webhook_id,
-            subject_id=job.subject_id,
-            unit_code=job.unit_code,
-            endpoint_url=job.url,
-            outcome=outcome,
-            attempts=attempts,
-            last_status=result.status,
-            last_error=excerpt,
-            latency_ms=latency_ms if state == "delivered" else None,
-            finished_at=datetime.fromtimestamp(now / 1000, UTC),
-            delivery_id=job.delivery_id,
-            endpoint_id=job.endpoint_id,
-            task_id=job.task_id,
-            attempt_latency_ms=latency_ms,
-            next_attempt_at=datetime.fromtimestamp(next_at / 1000, UTC) if next_at else None,
-            alert=None,
+        # Serialised straight from our own typed values, in the model's field order: the same bytes as
+        # DeliveryRecorded(...).to_bytes() (a test holds them equal) at a tenth of building the model (27 µs).
+        record = to_json(
+            {
+                "schema_version": 1,
+                "message_id": new_id(),
+                "causation_id": job.causation_id,
+                "webhook_id": job.webhook_id,
+                "subject_id": job.subject_id,
+                "unit_code": job.unit_code,
+                "endpoint_url": job.url,
+                "outcome": outcome.value,
+                "attempts": attempts,
+                "last_status": result.status,
+                "last_error": excerpt,
+                "latency_ms": latency_ms if state == "delivered" else None,
+                "finished_at": datetime.fromtimestamp(now / 1000, UTC),
+                "delivery_id": job.delivery_id,
+                "endpoint_id": job.endpoint_id,
+                "task_id": job.task_id,
+                "attempt_latency_ms": latency_ms,
+                "next_attempt_at": datetime.fromtimestamp(next_at / 1000, UTC) if next_at else None,
+                "alert": None,
+            }
         )
-        self._produce(self.results_topic, record.to_bytes(), job.task_id.encode())
+        self._produce(self.results_topic, record, job.task_id.encode(), job.partition)
         if state in ("exhausted", "gone", "disabled"):
             self._dead_letter(job, state, result)
+        if state == "exhausted":
+            self._raise(DeliveryAlertKind.EXHAUSTED, job, result)
 
     def _dead_letter(self, job: Job, state: str, result: AttemptResult) -> None:
         topic, _, rest = job.source.rpartition(":")
@@ -353,11 +383,13 @@ class DeliveryEngine:
         )
         self._produce(self.deadletter_topic, entry.to_bytes(), job.task_id.encode())
 
-    def _disable(self, job: Job, reason: str, alert: str) -> None:
+    def _disable(self, job: Job, kind: DeliveryAlertKind, result: AttemptResult) -> None:
         if not self.targets.is_enabled(job.endpoint_id):
             return
+        reason = "gone" if kind is DeliveryAlertKind.GONE else "failing"
         self.targets.disable(job.endpoint_id, reason)
         self.metrics.disabled.labels(reason).inc()
+        alert = self._raise(kind, job, result)
         record = DeliveryRecorded(
             causation_id=job.causation_id,
             webhook_id=job.webhook_id,
@@ -375,6 +407,22 @@ class DeliveryEngine:
         log.error("endpoint disabled", extra={"endpoint_id": job.endpoint_id, "reason": reason, "alert": alert})
         self._produce(self.results_topic, record.to_bytes(), job.task_id.encode())
 
-    def _produce(self, topic: str, value: bytes, key: bytes) -> None:
+    def _raise(self, kind: DeliveryAlertKind, job: Job, result: AttemptResult) -> str:
+        """Raise a delivery alert for the command centre (not about a delivery alert's own delivery); its text."""
+        alert = delivery_alert(
+            kind,
+            job,
+            command_centre=self.command_centre or job.unit_code,
+            last_status=result.status,
+            last_error=result.error,
+            disable_after_s=self.disable_after_s,
+            now=datetime.now(UTC),
+        )
+        if job.kind != DELIVERY_ALERT_JOB and self.command_centre is not None:
+            self.metrics.delivery_alerts.labels(kind.value).inc()
+            self._produce(self.alerts_topic, alert.to_bytes(), job.task_id.encode(), job.partition)
+        return alert.message
+
+    def _produce(self, topic: str, value: bytes, key: bytes, read_from: int | None = None) -> None:
         # Produced by the recorder with the outbox writes (every record_every_ms): one task per round, not per record.
-        self.results.add(topic, value, key)
+        self.results.add(topic, value, key, read_from)

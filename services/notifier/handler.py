@@ -1,9 +1,10 @@
 """The notifier's batch handler: tasks and alerts in, delivery jobs into a durable outbox (per partition).
 
-Inputs, co-partitioned by task id (range assignment: one member owns partition p of both): `tasks.dispatched` and
-`sla.alerts`. Each message becomes one delivery job per matching endpoint (`Targets`), its id
-`<webhook id>.<endpoint id>` with the webhook-id `task_<task id>` or `alert_<alert id>` (stable across retries,
-restarts and replays). A message without any endpoint is recorded as `no-endpoint` and dead-lettered.
+Inputs, co-partitioned by task id (range assignment: one member owns partition p of each): `tasks.dispatched`,
+`sla.alerts` and `deliveries.alerts` (the notifier's own alerts for the command centre). Each message becomes one
+delivery job per matching endpoint (`Targets`), its id `<webhook id>.<endpoint id>` with the webhook-id
+`task_<task id>` or `alert_<alert id>` (stable across retries, restarts and replays). A message without any
+endpoint is recorded as `no-endpoint` and dead-lettered.
 
 Outbox and offsets. Partition p's jobs live in `GRIDHUB_DATA_DIR/notifier/p<p>.sqlite` (services.notifier.outbox).
 When a batch is sealed, its jobs are written with the next input offsets of p in one transaction, before the loop
@@ -27,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,18 @@ from gridhub.kernel.localstate import stale_file
 from gridhub.kernel.problems import describe_validation_error
 from schemas import (
     ClockKind,
+    DeliveryAlertRaised,
     DeliveryOutcome,
     DeliveryRecorded,
     DurationUnit,
+    NotificationType,
     SlaAlertRaised,
     TaskDispatched,
+    TaskDispatchedHeader,
+    TaskRole,
+    topic_spec,
 )
+from services.notifier.delivery_alerts import DELIVERY_ALERT_JOB
 from services.notifier.endpoints import notification_type, recipients, url_display
 from services.notifier.engine import DeliveryEngine
 from services.notifier.outbox import FINAL_STATES, Job, Outbox, now_ms
@@ -54,7 +61,12 @@ from services.notifier.scheduler import Scheduler
 from services.notifier.settings import NotifierSettings
 from services.notifier.targets import Targets
 
-INPUTS = ("tasks.dispatched", "sla.alerts")
+NEW_TASK, CO_OPERATING = NotificationType.NEW_TASK.value, NotificationType.CO_OPERATING_TASK.value
+# Enum members looked up once: a class attribute lookup on an Enum goes through a descriptor each time.
+RESOLVE, HOURS = ClockKind.RESOLVE, DurationUnit.HOURS
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+INPUTS = ("tasks.dispatched", "sla.alerts", "deliveries.alerts")
 log = logging.getLogger(__name__)
 
 
@@ -64,14 +76,18 @@ def remove_files(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def urgency_of_task(task: TaskDispatched) -> int:
+def urgency_of_task(task: TaskDispatched | TaskDispatchedHeader) -> int:
     """The instant (ms) the task's resolve clock falls due, roughly: received_at plus the term (working days taken
     as calendar days: only the order matters here); without a resolve term, its shortest term."""
-    terms = [t for t in task.deadlines if t.kind is ClockKind.RESOLVE] or list(task.deadlines)
-    if not terms:
-        return int(task.received_at.timestamp() * 1000) + 7 * 86_400_000
-    spans = [timedelta(hours=t.amount) if t.unit is DurationUnit.HOURS else timedelta(days=t.amount) for t in terms]
-    return int((task.received_at + min(spans)).timestamp() * 1000)
+    resolve = shortest = None
+    for term in task.deadlines:
+        span = term.amount * (HOUR_MS if term.unit is HOURS else DAY_MS)
+        if term.kind is RESOLVE:
+            resolve = span if resolve is None else min(resolve, span)
+        shortest = span if shortest is None else min(shortest, span)
+    start = int(task.received_at.timestamp() * 1000)
+    chosen = resolve if resolve is not None else shortest
+    return start + (7 * DAY_MS if chosen is None else chosen)
 
 
 class NotifierHandler(BatchHandler):
@@ -94,7 +110,7 @@ class NotifierHandler(BatchHandler):
         self.dead_letters = dead_letters
         self.consumer = consumer
         self.topics = [self.common.topic(t) for t in INPUTS]
-        self.dispatched, self.alerts = self.topics
+        self.dispatched, self.alerts, self.delivery_alerts = self.topics
         self.results_topic = self.common.topic("deliveries.results")
         self.outboxes: dict[int, Outbox] = {}
         self.engine: DeliveryEngine | None = None
@@ -135,6 +151,7 @@ class NotifierHandler(BatchHandler):
             self.outboxes[p] = outbox
             self.scheduler.add_all(pending)
             if self.engine is not None:
+                self.engine.health.seed(outbox.endpoint_health())
                 self.engine.wake.set()
             log.info(
                 "partition restored",
@@ -145,6 +162,7 @@ class NotifierHandler(BatchHandler):
                     "seconds": round(time.monotonic() - started, 3),
                 },
             )
+        self._share_limits()
 
     async def _stale(self, p: int, outbox: Outbox) -> bool:
         """Whether the file has read further than the topics hold (they were recreated: an embedded broker's memory
@@ -162,6 +180,14 @@ class NotifierHandler(BatchHandler):
             self._offsets.pop(p, None)
             if outbox is not None:
                 outbox.close()
+        self._share_limits()
+
+    def _share_limits(self) -> None:
+        """Endpoints' limits are the whole notifier's: this replica takes its partitions' share of them."""
+        consumer = self.consumer()
+        known = consumer.partitions_for_topic(self.dispatched) if consumer is not None else None
+        total = len(known) if known else topic_spec("tasks.dispatched").partitions
+        self.scheduler.set_share(len(self.outboxes) / max(1, total))
 
     async def _rebuild(self, p: int, outbox: Outbox) -> None:
         """Jobs from the inputs up to the group's committed offsets, minus those deliveries.results says are over."""
@@ -235,13 +261,13 @@ class NotifierHandler(BatchHandler):
         source = f"{record.topic}:{record.partition}:{record.offset}"
         if record.topic == self.dispatched:
             try:
-                task = TaskDispatched.model_validate_json(record.value)
+                task = TaskDispatchedHeader.model_validate_json(record.value)
             except ValidationError as exc:
                 raise PermanentError("malformed-task", describe_validation_error(exc)) from exc
-            kind, webhook_id, subject, units = "task", f"task_{task.task_id}", task.task_id, recipients(task)
-            event_type = notification_type(task).value
+            kind, webhook_id, subject, units = "task", f"task_{task.task_id}", task.task_id, [task.unit_code]
+            event_type = CO_OPERATING if task.role is TaskRole.CO_OPERATING else NEW_TASK
             task_id, urgency, causation = task.task_id, urgency_of_task(task), task.message_id
-        else:
+        elif record.topic == self.alerts:
             try:
                 alert = SlaAlertRaised.model_validate_json(record.value)
             except ValidationError as exc:
@@ -250,6 +276,16 @@ class NotifierHandler(BatchHandler):
             units = recipients(alert)
             event_type, task_id = notification_type(alert).value, alert.task_id
             urgency, causation = int(alert.due_at.timestamp() * 1000), alert.message_id
+        else:
+            try:
+                failed = DeliveryAlertRaised.model_validate_json(record.value)
+            except ValidationError as exc:
+                raise PermanentError("malformed-delivery-alert", describe_validation_error(exc)) from exc
+            kind, webhook_id, subject = DELIVERY_ALERT_JOB, f"alert_{failed.alert_id}", failed.alert_id
+            units = [failed.unit_code]
+            event_type, task_id = NotificationType.DELIVERY_ALERT.value, failed.task_id
+            # Due now: a unit is already not receiving its work.
+            urgency, causation = int(failed.raised_at.timestamp() * 1000), failed.message_id
         jobs: list[Job] = []
         seen: set[str] = set()
         for unit in units:
@@ -292,7 +328,11 @@ class NotifierHandler(BatchHandler):
                     task.message_id,
                 )
             else:
-                alert = SlaAlertRaised.model_validate_json(record.value)
+                alert = (
+                    SlaAlertRaised.model_validate_json(record.value)
+                    if record.topic == self.alerts
+                    else DeliveryAlertRaised.model_validate_json(record.value)
+                )
                 webhook_id, subject, unit, task_id, causation = (
                     f"alert_{alert.alert_id}",
                     alert.alert_id,

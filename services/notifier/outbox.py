@@ -320,6 +320,32 @@ class Outbox:
         )
         return [Attempt(*row) for row in rows]
 
+    def endpoint_health(self) -> dict[str, tuple[int, int | None]]:
+        """Per endpoint with recorded attempts: (its last delivered attempt or 0, its first failed attempt after that
+        or None); what a restarted engine needs to go on counting how long an endpoint has failed."""
+        found: dict[str, tuple[int, int | None]] = {}
+        query = (
+            "WITH a AS (SELECT j.endpoint_id AS e, a.at_ms AS at, a.outcome = 'delivered' AS ok "
+            "FROM attempts a JOIN jobs j USING (delivery_id)), "
+            "o AS (SELECT e, max(at) AS last_ok FROM a WHERE ok GROUP BY e) "
+            "SELECT a.e, coalesce(o.last_ok, 0), min(CASE WHEN NOT a.ok AND a.at > coalesce(o.last_ok, 0) "
+            "THEN a.at END) FROM a LEFT JOIN o ON o.e = a.e GROUP BY a.e"
+        )
+        for endpoint, last_ok, first_failure in self.db.execute(query):
+            found[endpoint] = (int(last_ok), None if first_failure is None else int(first_failure))
+        return found
+
+    def prune(self, before_ms: int) -> int:
+        """Remove finished jobs last changed before a time, with their attempts; returns how many jobs went."""
+        with self._tx():
+            self.db.execute(
+                "DELETE FROM attempts WHERE delivery_id IN "
+                "(SELECT delivery_id FROM jobs WHERE state != 'pending' AND updated_ms < ?)",
+                (before_ms,),
+            )
+            gone = self.db.execute("DELETE FROM jobs WHERE state != 'pending' AND updated_ms < ?", (before_ms,))
+        return int(gone.rowcount)
+
     def depth(self) -> int:
         """Pending jobs."""
         return int(self.db.execute("SELECT count(*) FROM jobs WHERE state = 'pending'").fetchone()[0])

@@ -20,17 +20,23 @@ log = logging.getLogger(__name__)
 
 
 class ResultsProducer:
-    """Records (topic, value, key) waiting for the producer, and the task handing over the last round."""
+    """Records (topic, value, key, partition hint) waiting for the producer, and the task handing over the last round.
 
-    def __init__(self, producer: Callable[[], Any]) -> None:
+    `co_partitioned_with`: the input topic the records' keys were read from (keyed alike). A record given the
+    partition its key was read from goes to that partition when its topic has as many partitions as the input: the
+    one Kafka's partitioner would pick for the key, without hashing it again (murmur2 in Python, 2 % of a delivery).
+    """
+
+    def __init__(self, producer: Callable[[], Any], co_partitioned_with: str | None = None) -> None:
         self.producer = producer
-        self._waiting: list[tuple[str, bytes, bytes]] = []
+        self.co_partitioned_with = co_partitioned_with
+        self._waiting: list[tuple[str, bytes, bytes, int | None]] = []
         self._last: asyncio.Task[None] | None = None
         self._writer: OutputWriter | None = None
 
-    def add(self, topic: str, value: bytes, key: bytes) -> None:
-        """A record for the next round."""
-        self._waiting.append((topic, value, key))
+    def add(self, topic: str, value: bytes, key: bytes, read_from: int | None = None) -> None:
+        """A record for the next round; `read_from`: the partition of the input its key was read from."""
+        self._waiting.append((topic, value, key, read_from))
 
     def hand_over(self) -> None:
         """Hand the records collected since the last round to the producer, after that round's, in one task."""
@@ -51,7 +57,7 @@ class ResultsProducer:
                 await asyncio.wait_for(asyncio.shield(self._last), timeout_s)
 
     async def _send(
-        self, producer: Any, previous: asyncio.Task[None] | None, records: list[tuple[str, bytes, bytes]]
+        self, producer: Any, previous: asyncio.Task[None] | None, records: list[tuple[str, bytes, bytes, int | None]]
     ) -> None:
         if previous is not None:
             await asyncio.wait([previous])  # in the order they were made
@@ -59,10 +65,16 @@ class ResultsProducer:
             self._writer = OutputWriter(producer)
         writer = self._writer
         try:
-            for topic, value, key in records:
+            inputs = 0
+            if self.co_partitioned_with is not None:
+                if not writer.knows(self.co_partitioned_with):
+                    await writer.learn(self.co_partitioned_with)
+                inputs = writer.partition_count(self.co_partitioned_with)
+            for topic, value, key, read_from in records:
                 if not writer.knows(topic):
                     await writer.learn(topic)
-                writer.add(Outgoing(topic, value, key))
+                same = read_from is not None and writer.partition_count(topic) == inputs
+                writer.add(Outgoing(topic, value, key, read_from if same else None))
             acks = await writer.flush()
         except Exception as exc:
             writer.discard()

@@ -8,6 +8,9 @@ Rules, in the order they apply:
 * A delivery is due at its next-attempt time (now for a new one, later for a retry).
 * Per endpoint: at most `concurrency` attempts in flight (1 while the endpoint is slowed down after a 429 or a
   5xx), a token bucket of `rate_per_s` with `burst`, and a pause until a Retry-After instant the endpoint gave.
+  The limits are an endpoint's across the notifier's replicas: each replica sends every endpoint's deliveries of
+  its own partitions, so it takes the share of each limit that its partitions are of all (`set_share`; at least
+  one attempt in flight and one token).
 * When more deliveries are due than can go out, the most urgent go first: the smallest `urgency_ms` (the instant
   the message's SLA falls due: the task's resolve deadline, the alert's due time), ties in storing order.
 
@@ -19,6 +22,7 @@ may send again), so a backed-up endpoint costs nothing per take.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,6 +38,17 @@ class Limits:
     rate_per_s: float = 1000.0
     burst: int = 100
     slow_concurrency: int = 1
+
+    def share(self, fraction: float) -> Limits:
+        """This replica's part of the limits when it holds `fraction` of the partitions (at least one of each)."""
+        if fraction >= 1.0:
+            return self
+        return Limits(
+            concurrency=max(1, math.ceil(self.concurrency * fraction)),
+            rate_per_s=max(self.rate_per_s * fraction, 1e-3),
+            burst=max(1, math.ceil(self.burst * fraction)),
+            slow_concurrency=self.slow_concurrency,
+        )
 
 
 @dataclass
@@ -73,6 +88,7 @@ class Scheduler:
 
     def __init__(self, limits: Callable[[str], Limits] | None = None) -> None:
         self._limits = limits or (lambda _endpoint: Limits())
+        self._share = 1.0
         self._chains: dict[tuple[str, str], deque[Job]] = {}
         self._jobs: dict[str, Job] = {}
         self._in_flight: dict[str, Job] = {}
@@ -82,6 +98,18 @@ class Scheduler:
         self._wake: list[tuple[int, str]] = []  # (instant, endpoint) for endpoints out of tokens or paused
 
     # --- contents --------------------------------------------------------------------------------
+
+    def set_share(self, fraction: float) -> None:
+        """This replica now holds `fraction` of the partitions: every endpoint's limits scale to it."""
+        self._share = min(1.0, max(0.0, fraction))
+        for name, endpoint in self._endpoints.items():
+            endpoint.limits = self._limits(name).share(self._share)
+            endpoint.tokens = min(endpoint.tokens, float(endpoint.limits.burst))
+
+    @property
+    def share(self) -> float:
+        """The fraction of the partitions this replica holds (1.0 until told otherwise)."""
+        return self._share
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -249,7 +277,7 @@ class Scheduler:
     def _endpoint(self, name: str) -> _Endpoint:
         endpoint = self._endpoints.get(name)
         if endpoint is None:
-            limits = self._limits(name)
+            limits = self._limits(name).share(self._share)
             endpoint = self._endpoints[name] = _Endpoint(limits, tokens=float(limits.burst))
         return endpoint
 

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gridhub.kernel.settings import CommonSettings, require_secret
+from schemas.dutylist import load_duty_list
 from services.notifier.outbound import allow_entry
 from services.notifier.sealing import sealer_keys
 from services.notifier.signing import secret_bytes
@@ -93,6 +94,18 @@ class NotifierSettings(BaseSettings):
     endpoint_ready_timeout_s: float = Field(
         60.0, gt=0, description="Longest /readyz waits for notifier.endpoints to be read, then serves."
     )
+    command_centre: str | None = Field(
+        None,
+        description="Unit code of the county command centre, who is told of deliveries given up and endpoints "
+        "disabled (deliveries.alerts); None: the duty list's (GRIDHUB_NOTIFIER_DUTY_LIST, else the packaged one).",
+    )
+    duty_list: Path | None = Field(None, description="Duty list file naming the command centre (None: the packaged).")
+    outbox_retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="Finished deliveries (and their attempts) older than this are removed from the outbox; "
+        "deliveries.results keeps every attempt for its own retention (90 days).",
+    )
 
     @model_validator(mode="after")
     def _safe_in_prod(self) -> NotifierSettings:
@@ -117,6 +130,12 @@ class NotifierSettings(BaseSettings):
     def outbox_dir(self) -> Path:
         """Where the outbox files live (one per input partition)."""
         return self.common.data_dir / "notifier"
+
+    def command_centre_unit(self) -> str:
+        """The command centre's unit code: the setting, else the duty list's."""
+        if self.command_centre:
+            return self.command_centre
+        return load_duty_list(self.duty_list).county.command_centre
 
     def endpoint_for(self, unit_code: str) -> str | None:
         """The webhook URL configured for a unit, else the default one."""

@@ -16,12 +16,14 @@ from gridhub.kernel.batchout import KafkaDeadLetters
 from gridhub.kernel.batchserve import BatchService, batch_service
 from gridhub.kernel.health import Health
 from schemas import (
+    DeliveryAlertRaised,
     EndpointChannel,
     SlaAlertRaised,
     TaskDispatched,
 )
-from services.notifier.channels import accepted, render
+from services.notifier.channels import Message, accepted, render
 from services.notifier.deliveries_api import deliveries_router
+from services.notifier.delivery_alerts import DELIVERY_ALERT_JOB
 from services.notifier.endpoint_follower import EndpointFollower
 from services.notifier.endpoints import registry_from_settings
 from services.notifier.endpoints_api import endpoints_api
@@ -38,6 +40,13 @@ SERVICE = "notifier"
 log = logging.getLogger(__name__)
 
 __all__ = ["create_app", "main"]
+
+# What a job's body is, by its kind: robot cards are rendered from it.
+MESSAGE_OF_JOB: dict[str, type[Message]] = {
+    "task": TaskDispatched,
+    "alert": SlaAlertRaised,
+    DELIVERY_ALERT_JOB: DeliveryAlertRaised,
+}
 
 
 def create_app(settings: NotifierSettings, registry: CollectorRegistry, targets: Targets | None = None) -> BatchService:
@@ -67,17 +76,14 @@ def create_app(settings: NotifierSettings, registry: CollectorRegistry, targets:
     state_file = settings.outbox_dir() / "disabled-endpoints.json"
     chosen: Targets = targets or RegistryTargets(endpoints, writer.disable, state_file)
     limits = Limits(settings.endpoint_concurrency, settings.endpoint_rate_per_s, settings.endpoint_burst)
+    # Every replica sends to every endpoint: each takes the share of the limits its partitions are of the whole.
     scheduler = Scheduler(lambda _endpoint: limits)
 
     def render_robot(job: Job) -> tuple[str, bytes, dict[str, str]]:
         endpoint = chosen.endpoint(job.endpoint_id) if isinstance(chosen, RegistryTargets) else None
         if endpoint is None:
             raise ValueError(f"endpoint {job.endpoint_id} is no longer registered")
-        message: TaskDispatched | SlaAlertRaised = (
-            TaskDispatched.model_validate_json(job.body)
-            if job.kind == "task"
-            else SlaAlertRaised.model_validate_json(job.body)
-        )
+        message: Message = MESSAGE_OF_JOB[job.kind].model_validate_json(job.body)
         request = render(
             endpoint, message, now=datetime.now(UTC), link_template=settings.task_link_template, body=job.body
         )
@@ -113,6 +119,8 @@ def create_app(settings: NotifierSettings, registry: CollectorRegistry, targets:
         ),
         render=render_robot,
         accept=accept_robot,
+        command_centre=settings.command_centre_unit(),
+        outbox_retention_s=settings.outbox_retention_days * 86400,
     )
     handler.engine = engine
     health = Health(SERVICE)

@@ -281,6 +281,7 @@ def test_catalogue_covers_every_channel_and_stage() -> None:
         "tasks.status",
         "sla.alerts",
         "deliveries.results",
+        "deliveries.alerts",
         "config.dutylist",
         "notifier.endpoints",
     ]

@@ -250,7 +250,15 @@ class FakeProducer:
 
 
 async def run_engine(
-    tmp_path: Path, answers: list[int], jobs: list[Job], until: int, texts: list[str] | None = None, robot: bool = False
+    tmp_path: Path,
+    answers: list[int],
+    jobs: list[Job],
+    until: int,
+    texts: list[str] | None = None,
+    robot: bool = False,
+    *,
+    command_centre: str | None = "PA-ZZZX",
+    disable_after_s: float = 3600,
 ) -> tuple[Any, ...]:
     """Run the engine against a receiver answering `answers` in turn until `until` requests arrived."""
     seen: list[tuple[str, int]] = []
@@ -291,13 +299,14 @@ async def run_engine(
         concurrency=8,
         timeout_s=5,
         slow_down_s=0.0,
-        disable_after_s=3600,
+        disable_after_s=disable_after_s,
         record_every_ms=5,
         secrets_of=lambda _j: (DEV_SIGNING_SECRET,),
         render=lambda j: (j.url, b'{"msgtype":"markdown"}', {"content-type": "application/json"}),
         accept=lambda _j, status, answer: (
             (status == 200 and b'"errcode":0' in answer, b"93000" not in answer, answer.decode()[:100])
         ),
+        command_centre=command_centre,
     )
     await engine.start()
     try:
@@ -325,6 +334,17 @@ async def test_engine_retries_then_delivers_and_records_every_attempt(tmp_path: 
     assert [r.outcome.value for r in records] == ["retrying", "retrying", "delivered"]
     assert records[0].last_error == "answer 500" and records[0].next_attempt_at is not None
     assert all(k == b"T1" for _, _, k in producer.sent)
+
+
+async def test_engine_records_are_the_bytes_the_model_writes(tmp_path: Path) -> None:
+    """The engine serialises its records without building the model: the bytes must be the model's own."""
+    texts = ['服务器内部错误 "引号" \\ 反斜杠', "答复", "好"]
+    _, _, producer, _ = await run_engine(tmp_path, [500, 503, 200], [job(1, url="")], until=3, texts=texts)
+    values = [v for t, v, _ in producer.sent if t == "t.deliveries.results"]
+    assert len(values) == 3
+    for value in values:
+        assert DeliveryRecorded.model_validate_json(value).to_bytes() == value
+    assert DeliveryRecorded.model_validate_json(values[0]).last_error == texts[0]
 
 
 async def test_engine_dead_letters_an_exhausted_delivery(tmp_path: Path) -> None:

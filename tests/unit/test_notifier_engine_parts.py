@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
+from gridhub.kernel.batchout import partition_for
 from services.notifier.outbox import Outbox
 from services.notifier.results import ResultsProducer
 from services.notifier.settings import DEV_SIGNING_SECRET
@@ -86,6 +87,38 @@ async def test_results_go_out_in_order_across_rounds_and_a_failed_round_is_logge
     nowhere = ResultsProducer(lambda: None)  # no producer yet (not connected): records are dropped, nothing waits
     nowhere.add("t.deliveries.results", b"x", b"T1")
     await nowhere.drain(1)
+
+
+class PartitionedProducer(FakeProducer):
+    """Six partitions for every topic but `t.other` (four); remembers where each record went."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: dict[bytes, int] = {}
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(4 if topic == "t.other" else 6))
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
+        self.where.update((value, partition) for _, value in batch.records)
+        return await super().send_batch(batch, topic, partition=partition)
+
+
+async def test_records_go_to_the_partition_their_key_was_read_from_when_co_partitioned() -> None:
+    producer = PartitionedProducer()
+    results = ResultsProducer(lambda: producer, co_partitioned_with="t.tasks.dispatched")
+    key = b"01JD6Z8V1Q3C4X5Y6Z7A8B9C0D"
+    hashed = partition_for(key, list(range(6)))
+    read_from = (hashed + 1) % 6  # not where hashing puts it: shows the hint is taken, not recomputed
+    results.add("t.deliveries.results", b"hinted", key, read_from)
+    results.add("t.deliveries.results", b"hashed", key)
+    results.add("t.other", b"other", key, read_from)  # four partitions, not six: the hint cannot hold, so hashed
+    await results.drain(5)
+    assert producer.where == {
+        b"hinted": read_from,
+        b"hashed": hashed,
+        b"other": partition_for(key, list(range(4))),
+    }
 
 
 def test_signing_with_keys_set_up_once_matches_standard_webhooks() -> None:

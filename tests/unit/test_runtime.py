@@ -38,4 +38,3 @@ def test_uvloop_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_unknown_loop_is_refused() -> None:
     with pytest.raises(ValueError, match="event_loop"):
         CommonSettings(event_loop="trio")  # type: ignore[arg-type]
-
