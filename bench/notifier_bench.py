@@ -1,9 +1,11 @@
 """Notifier bench: signed deliveries per second to a local receiver, and added latency at a fixed rate.
 
-Run: .venv/bin/python bench/notifier_bench.py [--tasks 10000] [--rate 500] [--seconds 10]   (see bench/README.md)
+Run: .venv/bin/python bench/notifier_bench.py [--tasks 10000] [--rate 500] [--seconds 10] [--replicas 1]
+(see bench/README.md)
 
-An embedded Tansu (or KAFKA_BOOTSTRAP), the notifier (`gridhub serve notifier`, its outbox on a temporary data dir)
-and bench/receiver.py verifying every signature with the `standardwebhooks` package, each a process of its own.
+An embedded Tansu (or KAFKA_BOOTSTRAP), the notifier (`gridhub serve notifier`, its outbox on a temporary data dir;
+`--replicas N`: N members of its group, each with a data dir of its own, as a StatefulSet's) and bench/receiver.py
+verifying every signature with the `standardwebhooks` package, each a process of its own.
 1. max: `--tasks` TaskDispatched produced as fast as the producer takes them; rate = tasks ÷ (last − first arrival
    at the receiver), and from the first produce.
 2. latency: tasks produced on a fixed schedule of `--rate` per second for `--seconds`; added latency of a task =
@@ -45,10 +47,15 @@ from schemas import (
     DurationUnit,
     TaskDispatched,
     Urgency,
+    topic_spec,
 )
+from services.notifier.handler import INPUTS as NOTIFIER_INPUTS
 from services.notifier.settings import DEV_SIGNING_SECRET
 
 HERE = Path(__file__).resolve().parent
+ASSIGNED = "gridhub_notifier_assigned_partitions{"
+PARTITIONS = topic_spec("tasks.dispatched").partitions
+INPUT_TOPICS = len(NOTIFIER_INPUTS)
 
 
 def a_task() -> TaskDispatched:
@@ -113,11 +120,16 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def inner_latency(data_dir: Path, since_ms: float) -> tuple[float, float, float, float]:
+def outbox_files(work_dir: Path) -> list[Path]:
+    """Every replica's outbox files."""
+    return sorted(work_dir.glob("data-r*/notifier/p*.sqlite"))
+
+
+def inner_latency(work_dir: Path, since_ms: float) -> tuple[float, float, float, float]:
     """From the outbox files: read by the notifier → receiver's answer (p50, p99), and the POST alone (p50, p99)."""
     inner: list[float] = []
     http: list[float] = []
-    for path in sorted((data_dir / "notifier").glob("p*.sqlite")):
+    for path in outbox_files(work_dir):
         db = sqlite3.connect(path)
         try:
             query = (
@@ -134,12 +146,12 @@ def inner_latency(data_dir: Path, since_ms: float) -> tuple[float, float, float,
     return (statistics.median(inner), pct(inner, 0.99), statistics.median(http), pct(http, 0.99))
 
 
-def breakdown(data_dir: Path, sent: dict[str, float]) -> dict[str, tuple[float, float]]:
+def breakdown(work_dir: Path, sent: dict[str, float]) -> dict[str, tuple[float, float]]:
     """Where the added latency goes, per task at the fixed rate (p50, p99 in ms): produce → read by the notifier
     (the Kafka hop: producer linger, broker, fetch wait, batch), read → first attempt started (outbox write,
     scheduling, signing), the POST (to the receiver's answer)."""
     parts: dict[str, list[float]] = {"hop": [], "queue": [], "post": []}
-    for path in sorted((data_dir / "notifier").glob("p*.sqlite")):
+    for path in outbox_files(work_dir):
         db = sqlite3.connect(path)
         try:
             query = (
@@ -158,6 +170,29 @@ def breakdown(data_dir: Path, sent: dict[str, float]) -> dict[str, tuple[float, 
     return {name: (statistics.median(v), pct(v, 0.99)) if v else (0.0, 0.0) for name, v in parts.items()}
 
 
+def notifier_name(n: int) -> str:
+    return "notifier" if n == 0 else f"notifier{n + 1}"
+
+
+async def wait_balanced(ports: list[int], timeout_s: float) -> None:
+    """Until every replica holds its share of the partitions (one replica: at once): the measurement must not
+    include a rebalance. Read from each replica's `gridhub_notifier_assigned_partitions`."""
+    if len(ports) == 1:
+        return
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            held = []
+            for port in ports:
+                text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+                values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(ASSIGNED)]
+                held.append(sum(values))
+            if all(held) and sum(held) == PARTITIONS * INPUT_TOPICS:
+                return
+            await asyncio.sleep(0.5)
+    raise TimeoutError(f"the notifier replicas did not share the partitions in {timeout_s} s")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -170,7 +205,8 @@ async def run(
     common = CommonSettings(kafka_bootstrap=bootstrap, kafka_idempotence=idempotence, topic_prefix=prefix)
     await create_topics(common)
     sup = Supervisor(workdir / "logs")
-    receiver_port, notifier_port = free_port(), free_port()
+    receiver_port = free_port()
+    notifier_ports = [free_port() for _ in range(args.replicas)]
     receiver = f"http://127.0.0.1:{receiver_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDHUB_")}
     env.update(
@@ -179,9 +215,7 @@ async def run(
             "GRIDHUB_KAFKA_IDEMPOTENCE": str(idempotence).lower(),
             "GRIDHUB_TOPIC_PREFIX": prefix,
             "GRIDHUB_MODE": "dev",
-            "GRIDHUB_DATA_DIR": str(workdir / "data"),
             "GRIDHUB_LOG_LEVEL": "WARNING",
-            "GRIDHUB_NOTIFIER_PORT": str(notifier_port),
             "GRIDHUB_NOTIFIER_DEFAULT_WEBHOOK": f"{receiver}/webhook",
             # One local receiver stands for every unit: its limits are the engine's, not a real endpoint's.
             "GRIDHUB_NOTIFIER_ENDPOINT_CONCURRENCY": str(args.concurrency),
@@ -198,10 +232,14 @@ async def run(
     notifier_argv = command("serve", "notifier")
     if profile:
         notifier_argv = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "gridhub", "serve", "notifier"]
-    sup.spawn("notifier", notifier_argv, env)
+    for n, port in enumerate(notifier_ports):
+        own = {"GRIDHUB_DATA_DIR": str(workdir / f"data-r{n}"), "GRIDHUB_NOTIFIER_PORT": str(port)}
+        sup.spawn(notifier_name(n), notifier_argv, env | own)
     try:
         await wait_ready(f"{receiver}/stats")
-        await wait_ready(f"http://127.0.0.1:{notifier_port}/readyz")
+        for port in notifier_ports:
+            await wait_ready(f"http://127.0.0.1:{port}/readyz")
+        await wait_balanced(notifier_ports, 60)
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
         await producer.start()
         topic = common.topic("tasks.dispatched")
@@ -228,8 +266,12 @@ async def run(
             wall = time.time() - started
             used = {name: cpu_s(proc.pid) - cpu_before[name] for name, proc in sup.procs.items()}
             cpu = {name: value / wall * 100 for name, value in used.items()}
+            notifier_cpu = sum(v for k, v in cpu.items() if k.startswith("notifier"))
+            notifier_used = sum(v for k, v in used.items() if k.startswith("notifier"))
             figures = {
                 "tasks": float(len(ids)),
+                "cpu_notifiers": notifier_cpu,
+                "cpu_ms_notifiers": notifier_used * 1000 / max(1, len(times)),
                 "delivered": float(len(times)),
                 "max_rate": len(times) / span if span > 0 else 0.0,
                 "rate_from_produce": len(times) / (max(times) - started),
@@ -284,6 +326,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="Notifier processes in one group (each a data dir of its own)."
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
     external = os.environ.get("KAFKA_BOOTSTRAP")
@@ -293,17 +338,19 @@ def main() -> int:
         idempotence = bool(external) and os.environ.get("GRIDHUB_KAFKA_IDEMPOTENCE", "true") != "false"
         sent: dict[str, float] = {}
         f = asyncio.run(run(args, bootstrap, idempotence, workdir, sent))
-        inner = inner_latency(workdir / "data", f["latency_from_ms"])
-        parts = breakdown(workdir / "data", sent)
+        inner = inner_latency(workdir, f["latency_from_ms"])
+        parts = breakdown(workdir, sent)
     finally:
         if broker is not None:
             broker.stop()
     print(
-        f"notifier bench (cpus {os.cpu_count()}, work dir {workdir}):\n"
+        f"notifier bench (cpus {os.cpu_count()}, notifier replicas {args.replicas}, work dir {workdir}):\n"
         f"  max: {f['delivered']:.0f}/{f['tasks']:.0f} delivered, {f['max_rate']:,.0f} deliveries/s "
         f"(first to last arrival), {f['rate_from_produce']:,.0f}/s from the first produce; CPU (% of one core) "
-        f"notifier {f['cpu_notifier']:.0f} %, receiver {f['cpu_receiver']:.0f} %; CPU per delivery notifier "
-        f"{f['cpu_ms_notifier']:.3f} ms, receiver {f['cpu_ms_receiver']:.3f} ms\n"
+        f"notifier {f['cpu_notifiers']:.0f} %, receiver {f['cpu_receiver']:.0f} %; CPU per delivery notifier "
+        f"{f['cpu_ms_notifiers']:.3f} ms, receiver {f['cpu_ms_receiver']:.3f} ms (ratio "
+        f"{f['cpu_ms_notifiers'] / f['cpu_ms_receiver']:.2f}: the receiver's work is fixed, so the ratio is "
+        f"steadier than either on a machine whose speed varies)\n"
         f"  at {args.rate:.0f}/s for {args.seconds:.0f} s: {f['latency_delivered']:.0f}/{f['latency_tasks']:.0f} "
         f"delivered, added latency p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, max {f['max_ms']:.1f} ms\n"
         f"  of which inside the notifier (read → receiver's answer, from the outbox): p50 {inner[0]:.1f} ms, "

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gridhub.kernel.walfile import close_wal, open_wal
+
 PENDING = "pending"
 FINAL_STATES = frozenset({"delivered", "exhausted", "gone", "disabled", "no-endpoint"})
 
@@ -163,18 +165,16 @@ class Outbox:
     """The outbox file of one input partition."""
 
     def __init__(self, path: Path, partition: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.partition = partition
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        # WAL + synchronous=NORMAL: a committed transaction survives the process being killed (not a power cut).
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        # WAL + synchronous=NORMAL: a committed transaction survives the process being killed (not a power cut);
+        # checkpoints run on the kernel's checkpointer thread, not in our commits.
+        self.db = open_wal(path)
         self.db.executescript(_SCHEMA)
 
     def close(self) -> None:
         """Close the file."""
-        self.db.close()
+        close_wal(self.db, self.path)
 
     # --- inputs ----------------------------------------------------------------------------------
 

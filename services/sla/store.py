@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gridhub.kernel.walfile import close_wal, open_wal
 from schemas import ClockKind, TaskUpdated
 from services.sla.alerts import (
     NOTHING_FIRED,
@@ -181,10 +181,7 @@ class PartitionStore:
         self.partition = partition
         self.policy = policy
         self.existed = self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db = open_wal(self.path)  # checkpointed on the kernel's thread, not in our commits
         self.db.execute("PRAGMA cache_size=-16384")  # 16 MiB of page cache per partition
         self.db.execute("PRAGMA temp_store=MEMORY")
         self.db.executescript(SCHEMA)
@@ -453,7 +450,7 @@ class PartitionStore:
         """Close the file (checkpointing the log)."""
         if not self.closed:
             self.closed = True
-            self.db.close()
+            close_wal(self.db, self.path)
 
 
 def planned_after(
