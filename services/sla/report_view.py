@@ -290,8 +290,23 @@ class ReportStore:
             [(task_id,)],
         )
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Apply many records in one write transaction (all or none of them)."""
+        # A commit per record (its WAL frames written each time, even with synchronous=OFF) was most of the
+        # view's cost, ~100 µs of ~170 µs per task (a dispatched and a status record); a follower's chunk of up to
+        # 1000 records is committed once. Readers (WAL snapshots) see a chunk at once instead of record by record.
+        if self._db.in_transaction:
+            yield
+            return
+        with self._transaction():
+            yield
+
     def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         if not rows:
+            return
+        if self._db.in_transaction:  # inside batch(): it commits
+            self._db.executemany(sql, rows)
             return
         with self._transaction():
             self._db.executemany(sql, rows)
@@ -491,8 +506,9 @@ class ReportView:
     def _applier(self, topic: str) -> Callable[[Records], None]:
         def apply(records: Records) -> None:
             good = 0
-            for record in records:
-                good += self.store.apply_value(topic, record.key, record.value)
+            with self.store.batch():
+                for record in records:
+                    good += self.store.apply_value(topic, record.key, record.value)
             self._records.labels(topic, "applied").inc(good)
             if good < len(records):
                 self._records.labels(topic, "unreadable").inc(len(records) - good)
