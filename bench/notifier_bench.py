@@ -1,11 +1,12 @@
 """Notifier bench: signed deliveries per second to a local receiver, and added latency at a fixed rate.
 
-Run: .venv/bin/python bench/notifier_bench.py [--tasks 10000] [--rate 500] [--seconds 10] [--replicas 1]
+Run: .venv/bin/python bench/notifier_bench.py [--tasks 10000] [--rate 500] [--seconds 10] [--replicas 2]
 (see bench/README.md)
 
 An embedded Tansu (or KAFKA_BOOTSTRAP), the notifier (`gridhub serve notifier`, its outbox on a temporary data dir;
-`--replicas N`: N members of its group, each with a data dir of its own, as a StatefulSet's) and bench/receiver.py
-verifying every signature with the `standardwebhooks` package, each a process of its own.
+`--replicas N`, 2 by default as deploy/ runs it: N members of its group, each a data dir of its own, as a
+StatefulSet's) and bench/receiver.py verifying every signature with the `standardwebhooks` package, each a process
+of its own.
 1. max: `--tasks` TaskDispatched produced as fast as the producer takes them; rate = tasks ÷ (last − first arrival
    at the receiver), and from the first produce.
 2. latency: tasks produced on a fixed schedule of `--rate` per second for `--seconds`; added latency of a task =
@@ -327,7 +328,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument(
-        "--replicas", type=int, default=1, help="Notifier processes in one group (each a data dir of its own)."
+        "--replicas",
+        type=int,
+        default=2,
+        help="Notifier processes in one group, each a data dir of its own (2: as compose and Kubernetes run it).",
     )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
