@@ -319,7 +319,7 @@ class NotifierHandler(BatchHandler):
     def _no_endpoint(self, record: Any) -> Sequence[Outgoing]:
         try:
             if record.topic == self.dispatched:
-                task = TaskDispatched.model_validate_json(record.value)
+                task = TaskDispatchedHeader.model_validate_json(record.value)
                 webhook_id, subject, unit, task_id, causation = (
                     f"task_{task.task_id}",
                     task.task_id,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
+import pytest
 from aiohttp import web
 from aiokafka import TopicPartition
 from fastapi import FastAPI
@@ -17,6 +18,7 @@ from standardwebhooks import Webhook
 
 from gridhub.broker import free_port
 from gridhub.kernel.batchout import KafkaDeadLetters
+from gridhub.kernel.errors import PermanentError
 from gridhub.kernel.http import install_problem_handlers
 from gridhub.kernel.settings import CommonSettings
 from schemas import DeliveryRecorded, ReportDeadLettered
@@ -474,6 +476,32 @@ async def test_handler_stores_jobs_with_offsets_once_and_records_no_endpoint(tmp
     assert box.depth() == 2 and len(scheduler) == 2
     handler.revoked(frozenset({TopicPartition("t.tasks.dispatched", 2)}))
     assert 2 not in handler.outboxes and len(scheduler) == 0
+
+
+async def test_handler_reads_only_a_tasks_header_and_still_accounts_for_every_record(tmp_path: Path) -> None:
+    """The notifier validates the fields it uses (tolerant reader): a task odd elsewhere is still delivered or
+    recorded, one without the fields it needs is dead-lettered; none passes without a trace."""
+    settings = NotifierSettings(common=CommonSettings(topic_prefix="t.", data_dir=tmp_path))
+    targets = SettingsTargets({"PA-CG": "http://127.0.0.1:9/cg"}, None, DEV_SIGNING_SECRET, None)
+    handler = NotifierHandler(
+        settings, targets, Scheduler(), KafkaDeadLetters(settings.common, "notifier", CollectorRegistry()), lambda: None
+    )
+    await handler.restore(frozenset({TopicPartition("t.tasks.dispatched", 0)}))
+    received = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+    def odd(unit: str) -> bytes:
+        data = json.loads(sla_task(received, unit=unit).to_bytes())
+        data["title"] = 42  # not a string: the whole model refuses it, the notifier reads no title
+        return json.dumps(data, ensure_ascii=False).encode()
+
+    to_cg = handler.process(Record("t.tasks.dispatched", 0, 0, None, odd("PA-CG")))
+    to_nobody = handler.process(Record("t.tasks.dispatched", 0, 1, None, odd("PA-HX")))
+    assert to_cg == ()  # a job: forwarded as it is, the receiver's to judge
+    assert [o.topic for o in to_nobody] == ["t.deliveries.results", "t.events.deadletter"]
+    headless = json.loads(odd("PA-CG"))
+    del headless["unit_code"]
+    with pytest.raises(PermanentError, match="malformed-task"):
+        handler.process(Record("t.tasks.dispatched", 0, 2, None, json.dumps(headless).encode()))
 
 
 async def test_robot_errcode_is_retried_or_given_up(tmp_path: Path) -> None:
