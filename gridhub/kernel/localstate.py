@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -36,3 +36,18 @@ async def stale_file(consumer: Any | None, offsets: Mapping[str, int], partition
     if stale:
         log.warning("%s is ahead of its topics (recreated?); rebuilding", what, extra={"partition": partition})
     return stale
+
+
+async def seek_to_offsets(
+    consumer: Any | None, topics: Iterable[str], partition: int, offsets: Mapping[str, int]
+) -> None:
+    """Point the consumer at partition p of each topic where its local file stopped reading (its start when the
+    file has no offset for it: nothing of it was read yet). No consumer (tests): nothing to do."""
+    if consumer is None:
+        return
+    for topic in topics:
+        tp = TopicPartition(topic, partition)
+        if topic in offsets:
+            consumer.seek(tp, offsets[topic])
+        else:
+            await consumer.seek_to_beginning(tp)

@@ -110,3 +110,9 @@ def close_wal(db: sqlite3.Connection, path: Path, checkpointer: Checkpointer | N
     """Stop checkpointing a state file, then close it (the last connection's close checkpoints what is left)."""
     (checkpointer or CHECKPOINTER).remove(Path(path))
     db.close()
+
+
+def remove_wal_file(path: Path) -> None:
+    """Delete a closed state file with its write-ahead log and shared-memory file."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)

@@ -30,16 +30,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from gridhub.kernel.batchloop import BatchHandler, read_range, read_to_end
 from gridhub.kernel.batchout import KafkaDeadLetters, Outgoing
 from gridhub.kernel.errors import PermanentError
-from gridhub.kernel.localstate import stale_file
+from gridhub.kernel.localstate import seek_to_offsets, stale_file
 from gridhub.kernel.problems import describe_validation_error
+from gridhub.kernel.walfile import remove_wal_file
 from schemas import (
     ClockKind,
     DeliveryAlertRaised,
@@ -70,12 +71,6 @@ INPUTS = ("tasks.dispatched", "sla.alerts", "deliveries.alerts")
 log = logging.getLogger(__name__)
 
 
-def remove_files(path: Path) -> None:
-    """Remove an SQLite file with its WAL and shared-memory files."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
 def urgency_of_task(task: TaskDispatched | TaskDispatchedHeader) -> int:
     """The instant (ms) the task's resolve clock falls due, roughly: received_at plus the term (working days taken
     as calendar days: only the order matters here); without a resolve term, its shortest term."""
@@ -88,6 +83,19 @@ def urgency_of_task(task: TaskDispatched | TaskDispatchedHeader) -> int:
     start = int(task.received_at.timestamp() * 1000)
     chosen = resolve if resolve is not None else shortest
     return start + (7 * DAY_MS if chosen is None else chosen)
+
+
+class Wanted(NamedTuple):
+    """What one input record asks to deliver: to whom, as what, how urgently (its first unit is its own)."""
+
+    kind: str  # Job.kind: task | alert | delivery-alert
+    webhook_id: str
+    subject_id: str
+    units: tuple[str, ...]
+    event_type: str  # a NotificationType value: the endpoints' filter
+    task_id: str
+    urgency_ms: int
+    causation_id: str
 
 
 class NotifierHandler(BatchHandler):
@@ -134,19 +142,11 @@ class NotifierHandler(BatchHandler):
             how = "open"
             if outbox.meta("complete") != "1" or await self._stale(p, outbox):
                 outbox.close()
-                remove_files(path)
+                remove_wal_file(path)
                 outbox = Outbox(path, p)
                 await self._rebuild(p, outbox)
                 how = "rebuild"
-            offsets = outbox.offsets()
-            consumer: AIOKafkaConsumer | None = self.consumer()
-            if consumer is not None:
-                for topic in self.topics:
-                    tp = TopicPartition(topic, p)
-                    if topic in offsets:
-                        consumer.seek(tp, offsets[topic])
-                    else:
-                        await consumer.seek_to_beginning(tp)
+            await seek_to_offsets(self.consumer(), self.topics, p, outbox.offsets())
             pending = outbox.pending()
             self.outboxes[p] = outbox
             self.scheduler.add_all(pending)
@@ -204,7 +204,7 @@ class NotifierHandler(BatchHandler):
 
         def take(record: Any) -> None:
             try:
-                for job in self._jobs_of(record):
+                for job in self._jobs_of(self._read(record), record):
                     jobs.setdefault(job.delivery_id, job)
             except PermanentError:
                 pass
@@ -250,63 +250,84 @@ class NotifierHandler(BatchHandler):
         """The jobs of one task or alert (stored when the batch is sealed); no-endpoint messages are recorded."""
         p = record.partition
         self._offsets.setdefault(p, {})[record.topic] = record.offset + 1
-        jobs = self._jobs_of(record)
+        wanted = self._read(record)
+        jobs = self._jobs_of(wanted, record)
         if jobs:
             self._open.setdefault(p, []).extend(jobs)
             return ()
-        return self._no_endpoint(record)
+        return self._no_endpoint(wanted, record)
 
-    def _jobs_of(self, record: Any) -> list[Job]:
-        now = now_ms()
-        source = f"{record.topic}:{record.partition}:{record.offset}"
+    def _read(self, record: Any) -> Wanted:
+        """What a record asks to deliver, read once (PermanentError when it cannot be read)."""
         if record.topic == self.dispatched:
             try:
                 task = TaskDispatchedHeader.model_validate_json(record.value)
             except ValidationError as exc:
                 raise PermanentError("malformed-task", describe_validation_error(exc)) from exc
-            kind, webhook_id, subject, units = "task", f"task_{task.task_id}", task.task_id, [task.unit_code]
-            event_type = CO_OPERATING if task.role is TaskRole.CO_OPERATING else NEW_TASK
-            task_id, urgency, causation = task.task_id, urgency_of_task(task), task.message_id
-        elif record.topic == self.alerts:
+            return Wanted(
+                kind="task",
+                webhook_id=f"task_{task.task_id}",
+                subject_id=task.task_id,
+                units=(task.unit_code,),
+                event_type=CO_OPERATING if task.role is TaskRole.CO_OPERATING else NEW_TASK,
+                task_id=task.task_id,
+                urgency_ms=urgency_of_task(task),
+                causation_id=task.message_id,
+            )
+        if record.topic == self.alerts:
             try:
                 alert = SlaAlertRaised.model_validate_json(record.value)
             except ValidationError as exc:
                 raise PermanentError("malformed-alert", describe_validation_error(exc)) from exc
-            kind, webhook_id, subject = "alert", f"alert_{alert.alert_id}", alert.alert_id
-            units = recipients(alert)
-            event_type, task_id = notification_type(alert).value, alert.task_id
-            urgency, causation = int(alert.due_at.timestamp() * 1000), alert.message_id
-        else:
-            try:
-                failed = DeliveryAlertRaised.model_validate_json(record.value)
-            except ValidationError as exc:
-                raise PermanentError("malformed-delivery-alert", describe_validation_error(exc)) from exc
-            kind, webhook_id, subject = DELIVERY_ALERT_JOB, f"alert_{failed.alert_id}", failed.alert_id
-            units = [failed.unit_code]
-            event_type, task_id = NotificationType.DELIVERY_ALERT.value, failed.task_id
-            # Due now: a unit is already not receiving its work.
-            urgency, causation = int(failed.raised_at.timestamp() * 1000), failed.message_id
+            return Wanted(
+                kind="alert",
+                webhook_id=f"alert_{alert.alert_id}",
+                subject_id=alert.alert_id,
+                units=tuple(recipients(alert)),
+                event_type=notification_type(alert).value,
+                task_id=alert.task_id,
+                urgency_ms=int(alert.due_at.timestamp() * 1000),
+                causation_id=alert.message_id,
+            )
+        try:
+            failed = DeliveryAlertRaised.model_validate_json(record.value)
+        except ValidationError as exc:
+            raise PermanentError("malformed-delivery-alert", describe_validation_error(exc)) from exc
+        return Wanted(
+            kind=DELIVERY_ALERT_JOB,
+            webhook_id=f"alert_{failed.alert_id}",
+            subject_id=failed.alert_id,
+            units=(failed.unit_code,),
+            event_type=NotificationType.DELIVERY_ALERT.value,
+            task_id=failed.task_id,
+            urgency_ms=int(failed.raised_at.timestamp() * 1000),  # due now: a unit is not receiving its work
+            causation_id=failed.message_id,
+        )
+
+    def _jobs_of(self, wanted: Wanted, record: Any) -> list[Job]:
+        now = now_ms()
+        source = f"{record.topic}:{record.partition}:{record.offset}"
         jobs: list[Job] = []
         seen: set[str] = set()
-        for unit in units:
-            for target in self.targets.targets(unit, event_type):
+        for unit in wanted.units:
+            for target in self.targets.targets(unit, wanted.event_type):
                 if target.endpoint_id in seen:
                     continue
                 seen.add(target.endpoint_id)
                 jobs.append(
                     Job(
-                        delivery_id=f"{webhook_id}.{target.endpoint_id}",
-                        webhook_id=webhook_id,
-                        kind=kind,
-                        subject_id=subject,
-                        task_id=task_id,
+                        delivery_id=f"{wanted.webhook_id}.{target.endpoint_id}",
+                        webhook_id=wanted.webhook_id,
+                        kind=wanted.kind,
+                        subject_id=wanted.subject_id,
+                        task_id=wanted.task_id,
                         unit_code=unit,
                         endpoint_id=target.endpoint_id,
                         url=url_display(target.url),
                         channel=target.channel,
                         body=bytes(record.value),
-                        urgency_ms=urgency,
-                        causation_id=causation,
+                        urgency_ms=wanted.urgency_ms,
+                        causation_id=wanted.causation_id,
                         source=source,
                         next_at_ms=now,
                         created_ms=now,
@@ -316,36 +337,12 @@ class NotifierHandler(BatchHandler):
                 )
         return jobs
 
-    def _no_endpoint(self, record: Any) -> Sequence[Outgoing]:
-        try:
-            if record.topic == self.dispatched:
-                task = TaskDispatchedHeader.model_validate_json(record.value)
-                webhook_id, subject, unit, task_id, causation = (
-                    f"task_{task.task_id}",
-                    task.task_id,
-                    task.unit_code,
-                    task.task_id,
-                    task.message_id,
-                )
-            else:
-                alert = (
-                    SlaAlertRaised.model_validate_json(record.value)
-                    if record.topic == self.alerts
-                    else DeliveryAlertRaised.model_validate_json(record.value)
-                )
-                webhook_id, subject, unit, task_id, causation = (
-                    f"alert_{alert.alert_id}",
-                    alert.alert_id,
-                    alert.unit_code,
-                    alert.task_id,
-                    alert.message_id,
-                )
-        except ValidationError:
-            return ()
+    def _no_endpoint(self, wanted: Wanted, record: Any) -> Sequence[Outgoing]:
+        unit, task_id = wanted.units[0], wanted.task_id
         result = DeliveryRecorded(
-            causation_id=causation,
-            webhook_id=webhook_id,
-            subject_id=subject,
+            causation_id=wanted.causation_id,
+            webhook_id=wanted.webhook_id,
+            subject_id=wanted.subject_id,
             unit_code=unit,
             endpoint_url=None,
             outcome=DeliveryOutcome.NO_ENDPOINT,
@@ -356,7 +353,9 @@ class NotifierHandler(BatchHandler):
         )
         return (
             Outgoing(self.results_topic, result.to_bytes(), task_id.encode()),
-            self.dead_letters.of(record, "no-endpoint", f"单位 {unit} 没有可用的接收端点", causation_id=causation),
+            self.dead_letters.of(
+                record, "no-endpoint", f"单位 {unit} 没有可用的接收端点", causation_id=wanted.causation_id
+            ),
         )
 
     def sealed(self) -> None:

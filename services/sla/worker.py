@@ -63,10 +63,11 @@ from gridhub.kernel.batchserve import BatchService, batch_service
 from gridhub.kernel.errors import PermanentError
 from gridhub.kernel.http import ProblemJSONResponse
 from gridhub.kernel.kafka import make_consumer
-from gridhub.kernel.localstate import stale_file
+from gridhub.kernel.localstate import seek_to_offsets, stale_file
 from gridhub.kernel.metrics import ServiceMetrics
 from gridhub.kernel.problems import describe_validation_error
 from gridhub.kernel.settings import CommonSettings
+from gridhub.kernel.walfile import remove_wal_file
 from schemas import CATALOGUE, ClockKind, SlaAlertRaised, TaskDispatched, TaskStatus, TaskUpdated
 from schemas.dutylist import DutyList, load_duty_list
 from services.sla.alerts import AlertPolicy, TaskFacts, escalation_chain, position_of
@@ -221,21 +222,13 @@ class SlaHandler(BatchHandler):
             how = "open"
             if not store.complete or await self._stale(p, store):
                 store.close()
-                remove_files(path)
+                remove_wal_file(path)
                 store = PartitionStore(path, p, self.policy)
                 await self._rebuild(p, store)
                 how = "rebuild"
             await self._reconcile(p, store)
             self._suppress[p] = int(store.meta("suppress_before_ms") or 0)
-            offsets = store.offsets()
-            consumer = self.consumer()
-            if consumer is not None:
-                for topic in self.topics:
-                    tp = TopicPartition(topic, p)
-                    if topic in offsets:
-                        consumer.seek(tp, offsets[topic])
-                    else:
-                        await consumer.seek_to_beginning(tp)
+            await seek_to_offsets(self.consumer(), self.topics, p, store.offsets())
             self.stores[p] = store
             self.retiring.discard(p)
             self._check_calendar(p, store)
@@ -551,12 +544,6 @@ class SlaHandler(BatchHandler):
         """Every uncommitted batch will be read again: forget its changes."""
         self._open = {}
         self._sealed.clear()
-
-
-def remove_files(path: Path) -> None:
-    """Delete a SQLite file with its write-ahead log and shared memory file."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 async def alerts_horizon(common: CommonSettings, tp: TopicPartition) -> int:

@@ -122,6 +122,14 @@ def notifier_env(broker: Broker, prefix: str, tmp_path: Path, port: int, rx: Rec
     return env
 
 
+async def own_topics(broker: Broker, tag: str) -> CommonSettings:
+    """Settings on a topic prefix of the test's own, its topics created."""
+    prefix = f"{tag}{uuid.uuid4().hex[:8]}."
+    common = CommonSettings(kafka_bootstrap=broker.bootstrap, kafka_idempotence=broker.idempotence, topic_prefix=prefix)
+    await create_topics(common)
+    return common
+
+
 async def produce_task(broker: Broker, common: CommonSettings) -> str:
     t = task(datetime.now(UTC))
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
@@ -136,9 +144,8 @@ async def produce_task(broker: Broker, common: CommonSettings) -> str:
 async def test_a_task_given_up_after_every_retry_is_reported_to_the_command_centre(
     broker: Broker, tmp_path: Path
 ) -> None:
-    prefix = f"nda{uuid.uuid4().hex[:8]}."
-    common = CommonSettings(kafka_bootstrap=broker.bootstrap, kafka_idempotence=broker.idempotence, topic_prefix=prefix)
-    await create_topics(common)
+    common = await own_topics(broker, "nda")
+    prefix = common.topic_prefix
     sup = Supervisor(tmp_path / "logs")
     port = free_port()
     async with receivers() as rx:
@@ -166,9 +173,8 @@ async def test_a_task_given_up_after_every_retry_is_reported_to_the_command_cent
 async def test_an_endpoint_failing_for_the_period_is_disabled_counting_across_a_restart(
     broker: Broker, tmp_path: Path
 ) -> None:
-    prefix = f"ndb{uuid.uuid4().hex[:8]}."
-    common = CommonSettings(kafka_bootstrap=broker.bootstrap, kafka_idempotence=broker.idempotence, topic_prefix=prefix)
-    await create_topics(common)
+    common = await own_topics(broker, "ndb")
+    prefix = common.topic_prefix
     sup = Supervisor(tmp_path / "logs")
     port = free_port()
     disable_after_s = 6.0
