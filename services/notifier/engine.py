@@ -257,7 +257,9 @@ class DeliveryEngine:
         assert self._client is not None
         started_ms = now_ms()
         if not self.targets.is_enabled(job.endpoint_id):
-            self._finish(job, "disabled", AttemptResult(None, "endpoint disabled"), None, started_ms, None)
+            self._finish(
+                job, "disabled", AttemptResult(None, "endpoint disabled"), None, started_ms, None, attempted=False
+            )
             return
         robot = job.channel != "webhook" and self.render is not None
         try:
@@ -303,8 +305,10 @@ class DeliveryEngine:
                 disable = DeliveryAlertKind.GONE
             elif now - since >= self.disable_after_s * 1000:
                 disable = DeliveryAlertKind.DISABLED
-        next_at = now + int((decision.delay_s or 0) * 1000) if decision.outcome == "retrying" else None
         state = "pending" if decision.outcome == "retrying" else decision.outcome
+        if disable is DeliveryAlertKind.DISABLED and state == "pending":
+            state = "disabled"  # the attempt that disables the endpoint ends its delivery: no retry is left to run
+        next_at = now + int((decision.delay_s or 0) * 1000) if state == "pending" else None
         self._finish(job, state, result, latency_ms, started_ms, next_at, slow_until, pause_until)
         if disable is not None:
             self._disable(job, disable, result)
@@ -319,9 +323,10 @@ class DeliveryEngine:
         next_at: int | None,
         slow_until: int = 0,
         pause_until: int = 0,
+        *,
+        attempted: bool = True,
     ) -> None:
         now = now_ms()
-        attempted = state != "disabled"
         attempts = job.attempts + (1 if attempted else 0)
         excerpt = result.error[:ERROR_EXCERPT_CHARS] if result.error else None
         job.attempts, job.last_status, job.last_error, job.state = attempts, result.status, excerpt, state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -261,8 +262,9 @@ async def run_engine(
     *,
     command_centre: str | None = "PA-ZZZX",
     disable_after_s: float = 3600,
+    settled: Callable[[Outbox], bool] = lambda _box: True,
 ) -> tuple[Any, ...]:
-    """Run the engine against a receiver answering `answers` in turn until `until` requests arrived."""
+    """Run the engine against a receiver answering `answers` in turn until `until` requests arrived and `settled`."""
     seen: list[tuple[str, int]] = []
     verifier = Webhook(DEV_SIGNING_SECRET)
 
@@ -313,7 +315,7 @@ async def run_engine(
     await engine.start()
     try:
         async with asyncio.timeout(10):
-            while len(seen) < until or scheduler.in_flight():  # noqa: ASYNC110
+            while len(seen) < until or scheduler.in_flight() or not settled(box):  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.05)
     finally:
