@@ -9,6 +9,7 @@ then `GRIDHUB_NOTIFIER_DEFAULT_WEBHOOK`): a generic webhook for every notificati
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -94,6 +95,21 @@ def signing_secrets(endpoint: Endpoint, now: datetime) -> list[str]:
     if endpoint.previous_secret and until is not None and now < until:
         secrets.append(endpoint.previous_secret)
     return secrets
+
+
+def read_endpoint_record(value: bytes) -> EndpointSaved:
+    """An EndpointSaved, leaving out notification types this version does not know (ValidationError otherwise)."""
+    try:
+        return EndpointSaved.model_validate_json(value)
+    except ValidationError as exc:
+        # A newer replica may save a type added after this one was built. Skipping the whole record would leave
+        # this replica with the endpoint's old version (or none) until it is upgraded: keep the types it knows.
+        if not all(e["loc"][:1] == ("notification_types",) and e["type"] == "enum" for e in exc.errors()):
+            raise
+        data = json.loads(value)
+        known = {t.value for t in NotificationType}
+        data["notification_types"] = [t for t in data["notification_types"] if t in known]
+        return EndpointSaved.model_validate_json(json.dumps(data))  # none left: still refused (at least one)
 
 
 def unseal(record: EndpointSaved, sealer: Sealer) -> Endpoint:
@@ -187,7 +203,7 @@ class EndpointRegistry:
                 self.remove(key.decode("utf-8", "replace"))
             return
         try:
-            endpoint = unseal(EndpointSaved.model_validate_json(value), self.sealer)
+            endpoint = unseal(read_endpoint_record(value), self.sealer)
         except (ValidationError, ValueError) as exc:
             self.records_rejected += 1
             log.error("endpoint record skipped", extra={"key": key, "error": str(exc)[:300]})

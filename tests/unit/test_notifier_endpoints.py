@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -419,3 +421,23 @@ async def test_disable_for_the_delivery_engine(api: tuple[Harness, httpx.AsyncCl
     assert await harness.writer.disable("settings:default", "410") is False
     assert await harness.writer.disable(new_id(), "410") is False
     assert EndpointSaved.model_validate_json(harness.producer.records[-1][2] or b"").updated_by == "notifier"
+
+
+def test_a_record_naming_a_type_this_version_does_not_know_keeps_the_types_it_knows() -> None:
+    # A newer replica saved it (rolling upgrade): the endpoint stays, with the types this replica can deliver.
+    sealer = Sealer(DEV_SECRETS_KEY)
+    writer = EndpointWriter(EndpointRegistry(sealer), _never_publish, OutboundPolicy())
+    one = endpoint(previous_secret="whsec_" + "A" * 32, previous_secret_until=NOW + timedelta(hours=24))
+    data = json.loads(writer.record(one, "PA-CG-01").to_bytes())
+    data["notification_types"] = ["task.new", "task.someday"]
+    registry = EndpointRegistry(sealer)
+    registry.apply(b"k", json.dumps(data, ensure_ascii=False).encode())
+    saved = registry.get(one.endpoint_id)
+    assert saved == replace(one, notification_types=frozenset({NotificationType.NEW_TASK}))
+    assert registry.records_rejected == 0
+    # Only unknown types, or anything else wrong: refused as before.
+    data["notification_types"] = ["task.someday"]
+    registry.apply(b"k2", json.dumps(data).encode())
+    data["notification_types"], data["url_display"] = ["task.new"], 5
+    registry.apply(b"k3", json.dumps(data).encode())
+    assert registry.records_rejected == 2
