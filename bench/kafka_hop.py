@@ -16,7 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from gridhub.broker import EmbeddedBroker
 
-CASES = ((5, 10), (0, 10), (5, 100))  # (producer linger ms, consumer fetch wait ms): the hub's, no linger, Faust-ish
+# (producer linger ms, consumer fetch wait ms): the notifier's input, no linger, the kernel's default fetch wait.
+CASES = ((5, 10), (0, 10), (5, 100))
 
 
 async def hop(bootstrap: str, linger_ms: int, fetch_wait_ms: int, rate: float, records: int) -> list[float]:

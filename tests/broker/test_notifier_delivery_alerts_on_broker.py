@@ -10,30 +10,28 @@ import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from standardwebhooks import Webhook
 
 from gridhub.broker import free_port
-from gridhub.kernel.kafka import create_topics
 from gridhub.kernel.settings import CommonSettings
-from gridhub.up import Supervisor, command
 from schemas import DeliveryAlertKind, DeliveryAlertRaised
 from services.notifier.settings import DEV_SIGNING_SECRET
+from tests.broker.service_process import own_topics, service_env, start_service
 from tests.conftest import Broker
 from tests.unit.sla_tasks import task
 
 pytestmark = pytest.mark.broker
 
 CENTRE = "PA-ZZZX"  # the packaged duty list's command centre
+READY_S = 45.0
 
 
 @dataclass
@@ -84,55 +82,23 @@ async def until(done: Callable[[], bool], timeout_s: float, what: str) -> None:
         raise AssertionError(f"not within {timeout_s} s: {what}") from None
 
 
-async def ready(url: str, sup: Supervisor, timeout_s: float = 45.0) -> None:
-    async with httpx.AsyncClient(timeout=1) as client:
-
-        async def answered() -> bool:
-            with contextlib.suppress(httpx.HTTPError):
-                return (await client.get(url)).status_code == 200
-            return False
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert sup.procs["notifier"].poll() is None, (sup.log_dir / "notifier.log").read_text()[-3000:]
-            if await answered():
-                return
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"notifier not ready after {timeout_s} s")
-
-
-def notifier_env(broker: Broker, prefix: str, tmp_path: Path, port: int, rx: Receivers, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDHUB_")}
+def notifier_env(common: CommonSettings, tmp_path: Path, port: int, rx: Receivers, **extra: str) -> dict[str, str]:
     base = f"http://127.0.0.1:{rx.port}"
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP": broker.bootstrap,
-            "GRIDHUB_KAFKA_IDEMPOTENCE": str(broker.idempotence).lower(),
-            "GRIDHUB_TOPIC_PREFIX": prefix,
-            "GRIDHUB_MODE": "dev",
-            "GRIDHUB_DATA_DIR": str(tmp_path / "data"),
-            "GRIDHUB_NOTIFIER_PORT": str(port),
-            "GRIDHUB_NOTIFIER_WEBHOOKS": json.dumps({"PA-CG-01": f"{base}/dept", CENTRE: f"{base}/centre"}),
-            "GRIDHUB_NOTIFIER_TIMEOUT_S": "1",
-            "GRIDHUB_NOTIFIER_SLOW_DOWN_S": "0",
-            "PYTHONUNBUFFERED": "1",
-            **extra,
-        }
+    return service_env(
+        common,
+        "notifier",
+        tmp_path / "data",
+        port,
+        GRIDHUB_NOTIFIER_WEBHOOKS=json.dumps({"PA-CG-01": f"{base}/dept", CENTRE: f"{base}/centre"}),
+        GRIDHUB_NOTIFIER_TIMEOUT_S="1",
+        GRIDHUB_NOTIFIER_SLOW_DOWN_S="0",
+        **extra,
     )
-    return env
 
 
-async def own_topics(broker: Broker, tag: str) -> CommonSettings:
-    """Settings on a topic prefix of the test's own, its topics created."""
-    prefix = f"{tag}{uuid.uuid4().hex[:8]}."
-    common = CommonSettings(kafka_bootstrap=broker.bootstrap, kafka_idempotence=broker.idempotence, topic_prefix=prefix)
-    await create_topics(common)
-    return common
-
-
-async def produce_task(broker: Broker, common: CommonSettings) -> str:
+async def produce_task(common: CommonSettings) -> str:
     t = task(datetime.now(UTC))
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=common.kafka_bootstrap)
     await producer.start()
     try:
         await producer.send_and_wait(common.topic("tasks.dispatched"), t.to_bytes(), key=t.task_id.encode())
@@ -142,22 +108,14 @@ async def produce_task(broker: Broker, common: CommonSettings) -> str:
 
 
 async def test_a_task_given_up_after_every_retry_is_reported_to_the_command_centre(
-    broker: Broker, tmp_path: Path
+    broker: Broker, topic_prefix: str, tmp_path: Path
 ) -> None:
-    common = await own_topics(broker, "nda")
-    prefix = common.topic_prefix
-    sup = Supervisor(tmp_path / "logs")
-    port = free_port()
-    async with receivers() as rx:
-        env = notifier_env(broker, prefix, tmp_path, port, rx, GRIDHUB_NOTIFIER_RETRY_SCHEDULE_S="[0.2, 0.2]")
-        try:
-            sup.spawn("notifier", command("serve", "notifier"), env)
-            await ready(f"http://127.0.0.1:{port}/readyz", sup)
-            task_id = await produce_task(broker, common)
-            await until(lambda: bool(rx.alerts), 30, "the command centre got the alert")
-            await asyncio.sleep(0.5)  # nothing more arrives
-        finally:
-            sup.stop()
+    async with own_topics(broker, topic_prefix, tmp_path, "nda") as (common, sup), receivers() as rx:
+        env = notifier_env(common, tmp_path, free_port(), rx, GRIDHUB_NOTIFIER_RETRY_SCHEDULE_S="[0.2, 0.2]")
+        await start_service(sup, "notifier", env, READY_S)
+        task_id = await produce_task(common)
+        await until(lambda: bool(rx.alerts), 30, "the command centre got the alert")
+        await asyncio.sleep(0.5)  # nothing more arrives
     assert len(rx.dept_failures) == 3  # the first attempt and the two retries
     [(webhook_id, alert, _)] = rx.alerts
     assert webhook_id == f"alert_{alert.alert_id}"
@@ -171,40 +129,30 @@ async def test_a_task_given_up_after_every_retry_is_reported_to_the_command_cent
 
 
 async def test_an_endpoint_failing_for_the_period_is_disabled_counting_across_a_restart(
-    broker: Broker, tmp_path: Path
+    broker: Broker, topic_prefix: str, tmp_path: Path
 ) -> None:
-    common = await own_topics(broker, "ndb")
-    prefix = common.topic_prefix
-    sup = Supervisor(tmp_path / "logs")
-    port = free_port()
     disable_after_s = 6.0
-    async with receivers() as rx:
+    async with own_topics(broker, topic_prefix, tmp_path, "ndb") as (common, sup), receivers() as rx:
         env = notifier_env(
-            broker,
-            prefix,
+            common,
             tmp_path,
-            port,
+            free_port(),
             rx,
             GRIDHUB_NOTIFIER_RETRY_SCHEDULE_S=json.dumps([0.5] * 60),
             GRIDHUB_NOTIFIER_DISABLE_AFTER_S=str(disable_after_s),
         )
-        try:
-            sup.spawn("notifier", command("serve", "notifier"), env)
-            await ready(f"http://127.0.0.1:{port}/readyz", sup)
-            await produce_task(broker, common)
-            await until(lambda: len(rx.dept_failures) >= 3, 20, "three failed attempts")
-            first_failure = rx.dept_failures[0]
-            os.kill(sup.procs["notifier"].pid, signal.SIGKILL)
-            sup.procs["notifier"].wait(timeout=10)
-            # Back only once the period has passed since the first failure: a count started afresh at the restart
-            # would disable the endpoint no sooner than disable_after_s after it.
-            await asyncio.sleep(max(0.0, first_failure + disable_after_s + 0.5 - time.monotonic()))
-            sup.spawn("notifier", command("serve", "notifier"), env)
-            await ready(f"http://127.0.0.1:{port}/readyz", sup)
-            back = time.monotonic()
-            await until(lambda: bool(rx.alerts), 20, "the command centre got the alert")
-        finally:
-            sup.stop()
+        await start_service(sup, "notifier", env, READY_S)
+        await produce_task(common)
+        await until(lambda: len(rx.dept_failures) >= 3, 20, "three failed attempts")
+        first_failure = rx.dept_failures[0]
+        os.kill(sup.procs["notifier"].pid, signal.SIGKILL)
+        sup.procs["notifier"].wait(timeout=10)
+        # Back only once the period has passed since the first failure: a count started afresh at the restart
+        # would disable the endpoint no sooner than disable_after_s after it.
+        await asyncio.sleep(max(0.0, first_failure + disable_after_s + 0.5 - time.monotonic()))
+        await start_service(sup, "notifier", env, READY_S)
+        back = time.monotonic()
+        await until(lambda: bool(rx.alerts), 20, "the command centre got the alert")
     [(_, alert, arrived)] = rx.alerts
     assert (alert.kind, alert.unit_code, alert.endpoint_unit_code) == (DeliveryAlertKind.DISABLED, CENTRE, "PA-CG-01")
     assert arrived - back < disable_after_s / 2, "the failing period was counted afresh after the restart"
